@@ -1,0 +1,4 @@
+#ifndef ADAFACE_CTURBOJPEG_SHIM_H
+#define ADAFACE_CTURBOJPEG_SHIM_H
+#include <turbojpeg.h>
+#endif

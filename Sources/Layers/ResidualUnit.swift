@@ -1,0 +1,121 @@
+// BasicBlockIR: residual = BN → Conv3×3 → BN → PReLU → Conv3×3(stride s) → BN; shortcut = MaxPool(1, s)
+// when the width is unchanged, else Conv1×1(stride s) → BN; output = residual + shortcut.
+//
+// Saved for backward: c1 (conv1 output), p (PReLU output), c2 (conv2 output), the shortcut
+// convolution's output and the unit output. The first BN's output is recomputed in backward rather
+// than stored: one cheap pass saves an activation per unit.
+import Tensors
+
+public final class ResidualUnit {
+    public let inChannels: Int, outChannels: Int, stride: Int, inSize: Int, outSize: Int
+    let bn1: BatchNorm, conv1: Conv2d, bn2: BatchNorm, prelu: PReLU, conv2: Conv2d, bn3: BatchNorm
+    let shortcutConv: Conv2d?, shortcutBN: BatchNorm?
+
+    private(set) var conv1Out = Tensor(shape: [0]), activated = Tensor(shape: [0]), conv2Out = Tensor(shape: [0])
+    private(set) var shortcutOut = Tensor(shape: [0])
+    public private(set) var output = Tensor(shape: [0])
+
+    public init(_ prefix: String, inChannels: Int, outChannels: Int, stride: Int, inSize: Int, store: ParameterStore) {
+        self.inChannels = inChannels; self.outChannels = outChannels; self.stride = stride
+        self.inSize = inSize; self.outSize = (inSize - 1) / stride + 1
+        // Registration follows the official module order: shortcut_layer is created before res_layer.
+        if inChannels == outChannels {
+            shortcutConv = nil; shortcutBN = nil
+        } else {
+            shortcutConv = Conv2d(prefix + ".shortcut_layer.0.weight", geometry: ConvGeometry(
+                inHeight: inSize, inWidth: inSize, inChannels: inChannels, outChannels: outChannels,
+                kernel: 1, stride: stride, padding: 0), store: store)
+            shortcutBN = BatchNorm(prefix + ".shortcut_layer.1", channels: outChannels, store: store)
+        }
+        let r = prefix + ".res_layer."
+        bn1 = BatchNorm(r + "0", channels: inChannels, store: store)
+        conv1 = Conv2d(r + "1.weight", geometry: ConvGeometry(
+            inHeight: inSize, inWidth: inSize, inChannels: inChannels, outChannels: outChannels,
+            kernel: 3, stride: 1, padding: 1), store: store)
+        bn2 = BatchNorm(r + "2", channels: outChannels, store: store)
+        prelu = PReLU(r + "3.weight", channels: outChannels, store: store)
+        conv2 = Conv2d(r + "4.weight", geometry: ConvGeometry(
+            inHeight: inSize, inWidth: inSize, inChannels: outChannels, outChannels: outChannels,
+            kernel: 3, stride: stride, padding: 1), store: store)
+        bn3 = BatchNorm(r + "5", channels: outChannels, store: store)
+    }
+
+    var batchNorms: [BatchNorm] { [bn1, bn2, bn3] + (shortcutBN.map { [$0] } ?? []) }
+    var convolutions: [Conv2d] { [conv1, conv2] + (shortcutConv.map { [$0] } ?? []) }
+    var macsPerImage: Int { convolutions.reduce(0) { $0 + $1.geometry.macsPerImage } }
+
+    public func resetParameters(_ rng: inout SplitMix64) {
+        shortcutConv?.resetParameters(&rng); shortcutBN?.resetParameters()
+        bn1.resetParameters(); conv1.resetParameters(&rng); bn2.resetParameters(); prelu.resetParameters()
+        conv2.resetParameters(&rng); bn3.resetParameters()
+    }
+
+    public func largestActivation(batch b: Int) -> Int {
+        b * inSize * inSize * max(inChannels, outChannels)
+    }
+
+    var activationFloats: Int {
+        [conv1Out, activated, conv2Out, shortcutOut, output].reduce(0) { $0 + $1.capacity }
+    }
+
+    public func prepare(batchCapacity b: Int) {
+        conv1Out = Tensor(shape: [b, inSize, inSize, outChannels])
+        activated = Tensor(shape: [b, inSize, inSize, outChannels])
+        conv2Out = Tensor(shape: [b, outSize, outSize, outChannels])
+        shortcutOut = Tensor(shape: shortcutConv == nil ? [0] : [b, outSize, outSize, outChannels])
+        output = Tensor(shape: [b, outSize, outSize, outChannels])
+    }
+
+    /// `scratch` holds the first BN's output (≥ batch·inSize²·inChannels floats).
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, scratch: UnsafeMutablePointer<Float>,
+                 workspace: Tensor) {
+        let inRows = batch * inSize * inSize, outRows = batch * outSize * outSize
+        bn1.prepare(x, rows: inRows, training: training)
+        bn1.apply(x, rows: inRows, into: scratch)
+        conv1.forward(scratch, batch: batch, into: conv1Out.data, workspace: workspace)
+        bn2.prepare(conv1Out.data, rows: inRows, training: training)
+        bn2.apply(conv1Out.data, rows: inRows, preluSlope: prelu.slope, into: activated.data)
+        conv2.forward(activated.data, batch: batch, into: conv2Out.data, workspace: workspace)
+        bn3.prepare(conv2Out.data, rows: outRows, training: training)
+        if let shortcutConv, let shortcutBN {
+            shortcutConv.forward(x, batch: batch, into: shortcutOut.data, workspace: workspace)
+            shortcutBN.prepare(shortcutOut.data, rows: outRows, training: training)
+            ChannelKernels.scaleShiftAdd(conv2Out.data, scale1: bn3.scale.data, shift1: bn3.shift.data,
+                                         shortcutOut.data, scale2: shortcutBN.scale.data, shift2: shortcutBN.shift.data,
+                                         rows: outRows, channels: outChannels, into: output.data)
+        } else {
+            bn3.apply(conv2Out.data, rows: outRows, into: output.data)
+            ElementwiseKernels.addSubsampled(x, batch: batch, height: inSize, width: inSize, channels: inChannels,
+                                             stride: stride, into: output.data)
+        }
+    }
+
+    /// dx = ∂L/∂x from g = ∂L/∂output. `gradOutput` is consumed (reused as scratch); `scratchA` and
+    /// `scratchB` are free buffers of the largest activation size.
+    public func backward(input x: UnsafePointer<Float>, gradOutput g: UnsafeMutablePointer<Float>,
+                  gradInput dx: UnsafeMutablePointer<Float>, batch: Int,
+                  scratchA: UnsafeMutablePointer<Float>, scratchB: UnsafeMutablePointer<Float>, workspace: Tensor) {
+        let inRows = batch * inSize * inSize, outRows = batch * outSize * outSize
+        // Shortcut branch writes dx first; the residual branch adds to it at the end.
+        if let shortcutConv, let shortcutBN {
+            shortcutBN.backward(gradOutput: g, input: shortcutOut.data, rows: outRows, gradInput: scratchA, accumulate: false)
+            shortcutConv.backward(input: x, gradOutput: scratchA, batch: batch, gradInput: dx, accumulate: false,
+                                  workspace: workspace)
+        } else {
+            ElementwiseKernels.scatterSubsampled(g, batch: batch, height: inSize, width: inSize, channels: inChannels,
+                                                 stride: stride, into: dx)
+        }
+        bn3.backward(gradOutput: g, input: conv2Out.data, rows: outRows, gradInput: scratchA, accumulate: false)
+        conv2.backward(input: activated.data, gradOutput: scratchA, batch: batch, gradInput: scratchB,
+                       accumulate: false, workspace: workspace)
+        ChannelKernels.preluBackwardInPlace(grad: scratchB, x: conv1Out.data, scale: bn2.scale.data,
+                                            shift: bn2.shift.data, slope: prelu.slope, rows: inRows,
+                                            channels: outChannels, slopeGrad: prelu.slopeGradient)
+        bn2.backward(gradOutput: scratchB, input: conv1Out.data, rows: inRows, gradInput: scratchB, accumulate: false)
+        // Recompute the first BN's output into g's buffer (g is no longer needed).
+        bn1.apply(x, rows: inRows, into: g)
+        conv1.backward(input: g, gradOutput: scratchB, batch: batch, gradInput: scratchA, accumulate: false,
+                       workspace: workspace)
+        bn1.backward(gradOutput: scratchA, input: x, rows: inRows, gradInput: dx, accumulate: true)
+    }
+}
