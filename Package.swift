@@ -57,7 +57,8 @@ let swiftTargets: [Target] = [
 
 let testTargets: [Target] = [
     .testTarget(name: "TensorsTests", dependencies: ["Tensors"], swiftSettings: swiftSettings),
-    .testTarget(name: "SerializationTests", dependencies: ["Serialization"], swiftSettings: swiftSettings),
+    .testTarget(name: "SerializationTests", dependencies: ["Serialization"], exclude: ["Fixtures"],
+                swiftSettings: swiftSettings),
     .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "Serialization"],
                 swiftSettings: swiftSettings),
     .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], swiftSettings: swiftSettings),

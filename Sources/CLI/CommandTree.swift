@@ -1,0 +1,12 @@
+// The adaface-dist command tree. Each subcommand lives in its own file; this one assembles them.
+
+public enum AdaFaceDist {
+    public static let root = CommandSpec(
+        name: "adaface-dist",
+        abstract: "Distributed data-parallel AdaFace training for Linux CPU clusters under MPI.",
+        subcommands: [
+            EmbedCommand.spec,
+            BenchCommand.spec,
+            ParityDumpCommand.spec,
+        ])
+}
