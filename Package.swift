@@ -61,7 +61,8 @@ let testTargets: [Target] = [
                 swiftSettings: swiftSettings),
     .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "Serialization"],
                 swiftSettings: swiftSettings),
-    .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], swiftSettings: swiftSettings),
+    .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], exclude: ["Fixtures"],
+                swiftSettings: swiftSettings),
     .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers"], swiftSettings: swiftSettings),
 ]
 
