@@ -63,7 +63,8 @@ let testTargets: [Target] = [
                 swiftSettings: swiftSettings),
     .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], exclude: ["Fixtures"],
                 swiftSettings: swiftSettings),
-    .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers"], swiftSettings: swiftSettings),
+    .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers", "DataPipeline", "Tensors"],
+                swiftSettings: swiftSettings),
 ]
 
 let package = Package(

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds, runs the single-process tests (`swift test`)
+# and the multi-rank tests under mpirun with 2, 3 and 4 ranks. Ends with `TOTAL: N passed, N failed`.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash Scripts/setup.sh --tests || { echo "TOTAL: 0 passed, 1 failed"; exit 1; }
+
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "==> swift test"
+swift test -c release --skip-build 2>&1 | tee "$log"
+summary=$(grep -E "^[[:space:]]*Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1)
+if [ -n "$summary" ]; then
+    executed=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
+    failures=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
+    passed=$((passed + executed - failures))
+    failed=$((failed + failures))
+else
+    echo "swift test printed no summary"
+    failed=$((failed + 1))
+fi
+
+# Ranks share the cores: one OpenBLAS thread each, and --oversubscribe for 3 and 4 ranks on 2 cores.
+mpi_flags=(--oversubscribe)
+[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
+for ranks in 2 3 4; do
+    echo "==> mpirun -n $ranks adaface-dist-mpi-tests"
+    OPENBLAS_NUM_THREADS=1 timeout 900 mpirun "${mpi_flags[@]}" -n "$ranks" \
+        .build/release/adaface-dist-mpi-tests 2>&1 | tee "$log"
+    line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+        failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+    else
+        echo "the $ranks-rank run ended without a summary"
+        failed=$((failed + 1))
+    fi
+done
+
+echo "TOTAL: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
