@@ -23,6 +23,10 @@ enum BenchCommand {
             CommonOptions.threads,
             .option("steps", valueName: "steps", help: "Timed steps of each kind.", default: "5"),
             .option("warmup", valueName: "warmup", help: "Untimed steps first.", default: "1"),
+            .option("conv-parallelism", valueName: "mode",
+                    help: "How convolutions use the threads: 'groups' (one group of images per thread, single-threaded GEMMs) or 'shared' (multi-threaded OpenBLAS GEMMs).",
+                    default: "groups"),
+            .flag("profile", help: "Print where the time of the timed training steps goes, per kernel and layer shape."),
         ],
         run: runBackbone)
 
@@ -31,9 +35,13 @@ enum BenchCommand {
         let batch = try args.requiredInt("batch", min: 2)
         let steps = try args.requiredInt("steps", min: 1)
         let warmup = try args.requiredInt("warmup", min: 0)
+        ConvolutionKernels.parallelism = try args.requiredChoice("conv-parallelism", ["groups", "shared"]) == "groups"
+            ? .imageGroups : .sharedGEMM
         let threads = try CommonOptions.applyThreads(args)
 
+        BLAS.setThreads(threads)
         let peak = SgemmPeak.measure()
+        ComputeThreads.configure(threads)
         print(String(format: "sgemm peak (2048³, %d threads): %.1f GFLOP/s", threads, peak))
 
         let net = IResNet(arch)
@@ -49,6 +57,7 @@ enum BenchCommand {
 
         var phase = (forward: 0.0, backward: 0.0, update: 0.0)
         for step in 0..<(warmup + steps) {
+            KernelProfiler.isEnabled = args.flag("profile") && step >= warmup
             let t0 = Clock.now()
             net.forward(batch: batch, training: true)
             let t1 = Clock.now()
@@ -61,7 +70,9 @@ enum BenchCommand {
             print(String(format: "  train step %d%@: %.3f s (forward %.3f, backward %.3f, update %.3f)",
                          step + 1, timed ? "" : " (warm-up)", t3 - t0, t1 - t0, t2 - t1, t3 - t2))
         }
+        KernelProfiler.isEnabled = false
         let trainSeconds = phase.forward + phase.backward + phase.update
+        if args.flag("profile") { printProfile(stepSeconds: trainSeconds / Double(steps), steps: steps) }
         let trainRate = Double(batch * steps) / trainSeconds
 
         var inferenceSeconds = 0.0
@@ -93,6 +104,24 @@ enum BenchCommand {
             ("peak_rss_mb", JSONLine.number(peakMB, digits: 1)),
         ]))
         return 0
+    }
+}
+
+extension BenchCommand {
+    static func printProfile(stepSeconds: Double, steps: Int) {
+        print("profile of one training step (mean over \(steps) steps):")
+        print("  " + "kernel".padding(toLength: 44, withPad: " ", startingAt: 0) + "    ms/step  share  GFLOP/s")
+        var accounted = 0.0
+        for row in KernelProfiler.report {
+            let perStep = row.seconds / Double(steps)
+            accounted += perStep
+            let rate = row.gflops.map { String(format: "%8.1f", $0) } ?? ""
+            print("  " + row.name.padding(toLength: 44, withPad: " ", startingAt: 0)
+                  + String(format: " %9.1f  %4.1f%%", perStep * 1e3, 100 * perStep / stepSeconds) + " " + rate)
+        }
+        print(String(format: "  %@ %9.1f  %4.1f%%", "other (output layer, SGD, dispatch)".padding(toLength: 44, withPad: " ", startingAt: 0),
+                     (stepSeconds - accounted) * 1e3, 100 * (stepSeconds - accounted) / stepSeconds))
+        KernelProfiler.reset()
     }
 }
 

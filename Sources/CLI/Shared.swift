@@ -24,8 +24,7 @@ enum CommonOptions {
     @discardableResult
     static func applyThreads(_ args: ParsedArguments) throws -> Int {
         let n = try args.int("threads", min: 1, max: 1024) ?? ProcessInfo.processInfo.activeProcessorCount
-        ComputeThreads.count = n
-        BLAS.setThreads(n)
+        ComputeThreads.configure(n)
         return n
     }
 }

@@ -68,6 +68,10 @@ public final class BatchNorm {
     /// Computes `scale` and `shift` for this batch: from batch statistics in training (updating the
     /// running statistics), from the running statistics in evaluation.
     public func prepare(_ x: UnsafePointer<Float>, rows: Int, training: Bool) {
+        KernelProfiler.measure("bn statistics") { prepareUnmeasured(x, rows: rows, training: training) }
+    }
+
+    private func prepareUnmeasured(_ x: UnsafePointer<Float>, rows: Int, training: Bool) {
         let mean = batchMean.data, invStd = batchInvStd.data, variance = batchVariance.data
         let gamma = weightIndex.map { UnsafePointer(store.value($0)) }
         let beta = biasIndex.map { UnsafePointer(store.value($0)) }
@@ -101,14 +105,23 @@ public final class BatchNorm {
     /// y = BN(x) as one pass, with an optional PReLU slope fused in.
     public func apply(_ x: UnsafePointer<Float>, rows: Int, preluSlope: UnsafePointer<Float>? = nil,
                       into y: UnsafeMutablePointer<Float>) {
-        ChannelKernels.scaleShift(x, rows: rows, channels: channels, scale: scale.data, shift: shift.data,
-                                  preluSlope: preluSlope, into: y)
+        KernelProfiler.measure(preluSlope == nil ? "bn apply" : "bn+prelu apply") {
+            ChannelKernels.scaleShift(x, rows: rows, channels: channels, scale: scale.data, shift: shift.data,
+                                      preluSlope: preluSlope, into: y)
+        }
     }
 
     /// Backward of a training-mode BatchNorm: from dy (the gradient of its output) and x (its input),
     /// writes the parameter gradients and dx (added to `dx` when `accumulate`). `dy` and `dx` may alias.
     public func backward(gradOutput dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, rows: Int,
                          gradInput dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
+        KernelProfiler.measure("bn backward") {
+            backwardUnmeasured(gradOutput: dy, input: x, rows: rows, gradInput: dx, accumulate: accumulate)
+        }
+    }
+
+    private func backwardUnmeasured(gradOutput dy: UnsafePointer<Float>, input x: UnsafePointer<Float>, rows: Int,
+                                    gradInput dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
         precondition(preparedForTraining && rows == lastRows,
                      "BatchNorm.backward needs the training-mode prepare of the same batch")
         let sumDy = sums, sumDyXc = sums + channels

@@ -157,8 +157,9 @@ public final class IResNet {
         // im2col chunks: at least one image of the widest layer, and about 32 MB so that the GEMMs of
         // the small late stages still see thousands of rows.
         let convs = [inputConv] + units.flatMap { $0.convolutions }
-        let minimum = convs.map { ConvolutionKernels.minimumWorkspace($0.geometry) }.max()!
-        workspace = Tensor(shape: [max(minimum, 8 << 20)])
+        workspace = Tensor(shape: [convs.map {
+            ConvolutionKernels.workspaceFloats($0.geometry, batch: b, chunkFloats: 8 << 20)
+        }.max()!])
     }
 
     /// Bytes held by activations, gradients and workspace.

@@ -80,13 +80,17 @@ public final class ResidualUnit {
         if let shortcutConv, let shortcutBN {
             shortcutConv.forward(x, batch: batch, into: shortcutOut.data, workspace: workspace)
             shortcutBN.prepare(shortcutOut.data, rows: outRows, training: training)
-            ChannelKernels.scaleShiftAdd(conv2Out.data, scale1: bn3.scale.data, shift1: bn3.shift.data,
-                                         shortcutOut.data, scale2: shortcutBN.scale.data, shift2: shortcutBN.shift.data,
-                                         rows: outRows, channels: outChannels, into: output.data)
+            KernelProfiler.measure("bn+bn residual add") {
+                ChannelKernels.scaleShiftAdd(conv2Out.data, scale1: bn3.scale.data, shift1: bn3.shift.data,
+                                             shortcutOut.data, scale2: shortcutBN.scale.data, shift2: shortcutBN.shift.data,
+                                             rows: outRows, channels: outChannels, into: output.data)
+            }
         } else {
             bn3.apply(conv2Out.data, rows: outRows, into: output.data)
-            ElementwiseKernels.addSubsampled(x, batch: batch, height: inSize, width: inSize, channels: inChannels,
-                                             stride: stride, into: output.data)
+            KernelProfiler.measure("subsampled residual add") {
+                ElementwiseKernels.addSubsampled(x, batch: batch, height: inSize, width: inSize, channels: inChannels,
+                                                 stride: stride, into: output.data)
+            }
         }
     }
 
@@ -102,15 +106,19 @@ public final class ResidualUnit {
             shortcutConv.backward(input: x, gradOutput: scratchA, batch: batch, gradInput: dx, accumulate: false,
                                   workspace: workspace)
         } else {
-            ElementwiseKernels.scatterSubsampled(g, batch: batch, height: inSize, width: inSize, channels: inChannels,
-                                                 stride: stride, into: dx)
+            KernelProfiler.measure("subsampled residual scatter") {
+                ElementwiseKernels.scatterSubsampled(g, batch: batch, height: inSize, width: inSize, channels: inChannels,
+                                                     stride: stride, into: dx)
+            }
         }
         bn3.backward(gradOutput: g, input: conv2Out.data, rows: outRows, gradInput: scratchA, accumulate: false)
         conv2.backward(input: activated.data, gradOutput: scratchA, batch: batch, gradInput: scratchB,
                        accumulate: false, workspace: workspace)
-        ChannelKernels.preluBackwardInPlace(grad: scratchB, x: conv1Out.data, scale: bn2.scale.data,
-                                            shift: bn2.shift.data, slope: prelu.slope, rows: inRows,
-                                            channels: outChannels, slopeGrad: prelu.slopeGradient)
+        KernelProfiler.measure("prelu backward") {
+            ChannelKernels.preluBackwardInPlace(grad: scratchB, x: conv1Out.data, scale: bn2.scale.data,
+                                                shift: bn2.shift.data, slope: prelu.slope, rows: inRows,
+                                                channels: outChannels, slopeGrad: prelu.slopeGradient)
+        }
         bn2.backward(gradOutput: scratchB, input: conv1Out.data, rows: inRows, gradInput: scratchB, accumulate: false)
         // Recompute the first BN's output into g's buffer (g is no longer needed).
         bn1.apply(x, rows: inRows, into: g)

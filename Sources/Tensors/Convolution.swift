@@ -11,6 +11,7 @@
 //   dcol = dY·Wᵀ and the weight gradient dW = colᵀ·dY — the three shapes measured fastest above.
 //   Checkpoints convert to and from PyTorch's OIHW.
 // The im2col buffer is bounded (chunks of images), so its size does not grow with the batch.
+import Dispatch
 
 public struct ConvGeometry: Equatable, Sendable {
     public let inHeight: Int, inWidth: Int, inChannels: Int
@@ -32,6 +33,9 @@ public struct ConvGeometry: Equatable, Sendable {
     public var outPixels: Int { outHeight * outWidth }
     /// A 1×1, stride-1, unpadded convolution is a plain GEMM on the input: no im2col.
     public var isPointwise: Bool { kernel == 1 && stride == 1 && padding == 0 }
+    /// A short label for profiles: "3x3/1 64→64 @112".
+    public var profileTag: String { "\(kernel)x\(kernel)/\(stride) \(inChannels)→\(outChannels) @\(inHeight)" }
+
     /// Forward multiply-adds per image.
     public var macsPerImage: Int { outPixels * patchSize * outChannels }
 }
@@ -51,12 +55,12 @@ public enum ConvolutionKernels {
 
     /// col[(b·Ho + oy)·Wo + ox][(ky·k + kx)·Cin + c] = x[b][oy·s − p + ky][ox·s − p + kx][c], or 0 in the padding.
     public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
-                              into col: UnsafeMutablePointer<Float>) {
+                              into col: UnsafeMutablePointer<Float>, parallel: Bool = true) {
         let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
         let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
         let rows = images.count * ho * wo
         let firstImage = images.lowerBound
-        Parallel.forRanges(rows, grain: 64) { range in
+        Parallel.forRanges(rows, grain: parallel ? 64 : Int.max) { range in
             for r in range {
                 let ox = r % wo
                 let oy = (r / wo) % ho
@@ -90,13 +94,13 @@ public enum ConvolutionKernels {
     /// The adjoint of `im2col`, written as a gather over input pixels so that threads never write
     /// the same element: dx[b][iy][ix] (+)= Σ over the taps that read it.
     public static func col2im(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
-                              into dx: UnsafeMutablePointer<Float>, accumulate: Bool) {
+                              into dx: UnsafeMutablePointer<Float>, accumulate: Bool, parallel: Bool = true) {
         let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
         let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
         let pixels = images.count * h * w
         let firstImage = images.lowerBound
         let vectorEnd = cin & ~15
-        Parallel.forRanges(pixels, grain: 64) { range in
+        Parallel.forRanges(pixels, grain: parallel ? 64 : Int.max) { range in
             for q in range {
                 let ix = q % w
                 let iy = (q / w) % h
@@ -126,19 +130,76 @@ public enum ConvolutionKernels {
         }
     }
 
+    /// How a convolution uses the threads of the rank.
+    public enum Parallelism: Sendable {
+        /// One im2col and one multi-threaded OpenBLAS GEMM per chunk of images.
+        case sharedGEMM
+        /// The batch is split into one group of images per thread; each thread runs im2col and a
+        /// single-threaded GEMM on its own images (and its own weight-gradient partial, summed at
+        /// the end). Needs OpenBLAS at 1 thread.
+        case imageGroups
+    }
+
+    /// Measured on the 2-core development machine (IR-18, batch 64): see `docs/benchmarks.md`.
+    nonisolated(unsafe) public static var parallelism: Parallelism = .imageGroups
+
+    /// Thread groups a batch is split into.
+    @inlinable
+    public static func groups(batch: Int) -> Int {
+        parallelism == .imageGroups ? max(1, min(ComputeThreads.count, batch)) : 1
+    }
+
+    /// Workspace floats for running `g` on `batch` images: an im2col chunk per group, plus a
+    /// weight-gradient partial for every group but the first.
+    public static func workspaceFloats(_ g: ConvGeometry, batch: Int, chunkFloats: Int) -> Int {
+        let groups = groups(batch: batch)
+        let perGroup = max(minimumWorkspace(g), chunkFloats / groups)
+        return groups * perGroup + (groups - 1) * g.patchSize * g.outChannels
+    }
+
+    /// Images of group `index` out of `groups`.
+    @inline(__always)
+    static func groupImages(_ index: Int, of groups: Int, batch: Int) -> Range<Int> {
+        (index * batch / groups)..<((index + 1) * batch / groups)
+    }
+
     /// y[B·Ho·Wo × Cout] = conv(x, w). `w` is HWIO: [patchSize × Cout].
     public static func forward(input x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                output y: UnsafeMutablePointer<Float>, batch: Int, geometry g: ConvGeometry,
                                workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
+        let tag = g.profileTag
+        let groups = groups(batch: batch)
+        let share = groups == 1 ? workspaceFloats
+            : (workspaceFloats - (groups - 1) * g.patchSize * g.outChannels) / groups
+        KernelProfiler.measure("conv fwd \(tag)", flops: 2 * Double(batch * g.macsPerImage)) {
+            runGroups(groups) { group in
+                let images = groupImages(group, of: groups, batch: batch)
+                forwardImages(x, w, y, images: images, g, workspace: workspace + group * share, workspaceFloats: share,
+                              parallel: groups == 1)
+            }
+        }
+    }
+
+    @inline(__always)
+    static func runGroups(_ groups: Int, _ body: (Int) -> Void) {
+        if groups == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: groups, execute: body) }
+    }
+
+    static func forwardImages(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
+                              images: Range<Int>, _ g: ConvGeometry, workspace: UnsafeMutablePointer<Float>,
+                              workspaceFloats: Int, parallel: Bool) {
         if g.isPointwise {
-            BLAS.gemm(m: batch * g.inPixels, n: g.outChannels, k: g.inChannels, a: x, b: w, c: y)
+            BLAS.gemm(m: images.count * g.inPixels, n: g.outChannels, k: g.inChannels,
+                      a: x + images.lowerBound * g.inPixels * g.inChannels, b: w,
+                      c: y + images.lowerBound * g.outPixels * g.outChannels)
             return
         }
         let chunk = imagesPerChunk(g, workspaceFloats: workspaceFloats)
-        var b0 = 0
-        while b0 < batch {
-            let b1 = min(batch, b0 + chunk)
-            im2col(x, g, images: b0..<b1, into: workspace)
+        precondition(chunk >= 1 && workspaceFloats >= minimumWorkspace(g), "convolution workspace too small")
+        var b0 = images.lowerBound
+        while b0 < images.upperBound {
+            let b1 = min(images.upperBound, b0 + chunk)
+            im2col(x, g, images: b0..<b1, into: workspace, parallel: parallel)
             BLAS.gemm(m: (b1 - b0) * g.outPixels, n: g.outChannels, k: g.patchSize,
                       a: workspace, b: w, c: y + b0 * g.outPixels * g.outChannels)
             b0 = b1
@@ -152,26 +213,67 @@ public enum ConvolutionKernels {
                                 gradInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool,
                                 batch: Int, geometry g: ConvGeometry,
                                 workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
+        let tag = g.profileTag
+        let groups = groups(batch: batch)
+        let weightCount = g.patchSize * g.outChannels
+        let partials = workspace
+        let columns = workspace + (groups - 1) * weightCount
+        let share = (workspaceFloats - (groups - 1) * weightCount) / groups
+        let flops = Double(batch * g.macsPerImage) * (dx == nil ? 2 : 4)
+        KernelProfiler.measure("conv bwd \(tag)", flops: flops) {
+            runGroups(groups) { group in
+                let images = groupImages(group, of: groups, batch: batch)
+                let groupWeightGradient = group == 0 ? dw : partials + (group - 1) * weightCount
+                backwardImages(x, w, dy, groupWeightGradient, dx, accumulateInput: accumulateInput, images: images, g,
+                               workspace: columns + group * share, workspaceFloats: share, parallel: groups == 1)
+            }
+        }
+        if groups > 1 {
+            // Sum the groups' weight-gradient partials into dw.
+            KernelProfiler.measure("conv dW reduce") {
+                Parallel.forRanges(weightCount, grain: 1 << 14) { range in
+                    for group in 1..<groups {
+                        let src = UnsafePointer(partials + (group - 1) * weightCount)
+                        var i = range.lowerBound
+                        while i + 16 <= range.upperBound { store16(load16(dw + i) + load16(src + i), dw + i); i += 16 }
+                        while i < range.upperBound { dw[i] += src[i]; i += 1 }
+                    }
+                }
+            }
+        }
+    }
+
+    static func backwardImages(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
+                               _ dw: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
+                               accumulateInput: Bool, images: Range<Int>, _ g: ConvGeometry,
+                               workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int, parallel: Bool) {
+        if images.isEmpty {
+            dw.update(repeating: 0, count: g.patchSize * g.outChannels)
+            return
+        }
         if g.isPointwise {
-            BLAS.gemm(transA: true, m: g.inChannels, n: g.outChannels, k: batch * g.inPixels, a: x, b: dy, c: dw)
+            let xs = x + images.lowerBound * g.inPixels * g.inChannels
+            let dys = dy + images.lowerBound * g.outPixels * g.outChannels
+            BLAS.gemm(transA: true, m: g.inChannels, n: g.outChannels, k: images.count * g.inPixels, a: xs, b: dys, c: dw)
             if let dx {
-                BLAS.gemm(transB: true, m: batch * g.inPixels, n: g.inChannels, k: g.outChannels,
-                          a: dy, b: w, beta: accumulateInput ? 1 : 0, c: dx)
+                BLAS.gemm(transB: true, m: images.count * g.inPixels, n: g.inChannels, k: g.outChannels,
+                          a: dys, b: w, beta: accumulateInput ? 1 : 0, c: dx + images.lowerBound * g.inPixels * g.inChannels)
             }
             return
         }
         let chunk = imagesPerChunk(g, workspaceFloats: workspaceFloats)
-        var b0 = 0
-        while b0 < batch {
-            let b1 = min(batch, b0 + chunk)
+        precondition(chunk >= 1 && workspaceFloats >= minimumWorkspace(g), "convolution workspace too small")
+        var b0 = images.lowerBound
+        while b0 < images.upperBound {
+            let b1 = min(images.upperBound, b0 + chunk)
             let rows = (b1 - b0) * g.outPixels
             let dyChunk = dy + b0 * g.outPixels * g.outChannels
-            im2col(x, g, images: b0..<b1, into: workspace)
+            im2col(x, g, images: b0..<b1, into: workspace, parallel: parallel)
             BLAS.gemm(transA: true, m: g.patchSize, n: g.outChannels, k: rows,
-                      a: workspace, b: dyChunk, beta: b0 == 0 ? 0 : 1, c: dw)
+                      a: workspace, b: dyChunk, beta: b0 == images.lowerBound ? 0 : 1, c: dw)
             if let dx {
                 BLAS.gemm(transB: true, m: rows, n: g.patchSize, k: g.outChannels, a: dyChunk, b: w, c: workspace)
-                col2im(workspace, g, images: b0..<b1, into: dx, accumulate: accumulateInput)
+                col2im(workspace, g, images: b0..<b1, into: dx, accumulate: accumulateInput, parallel: parallel)
             }
             b0 = b1
         }

@@ -6,6 +6,14 @@ public enum ComputeThreads {
     /// Workers used by the element-wise and data-movement kernels. Set once at start-up, before any
     /// kernel runs (ranks on one node divide the cores between them).
     nonisolated(unsafe) public static var count: Int = 1
+
+    /// Sets the rank's thread count for the engine's loops and OpenBLAS together. With image-group
+    /// convolutions the threads call single-threaded GEMMs side by side, so OpenBLAS gets one
+    /// thread; otherwise OpenBLAS gets them all. Call before preparing a network.
+    public static func configure(_ n: Int) {
+        count = max(1, n)
+        BLAS.setThreads(ConvolutionKernels.parallelism == .imageGroups ? 1 : count)
+    }
 }
 
 public enum Parallel {

@@ -32,33 +32,48 @@ final class LayerGradientTests: XCTestCase {
         ("1x1 stride 1", ConvGeometry(inHeight: 4, inWidth: 4, inChannels: 5, outChannels: 3, kernel: 1, stride: 1, padding: 0)),
     ]
 
-    func testConvolutionForwardMatchesDirectConvolution() {
+    private let strategies: [ConvolutionKernels.Parallelism] = [.sharedGEMM, .imageGroups]
+
+    /// Runs `body` once per convolution threading strategy.
+    private func forEachStrategy(_ body: (ConvolutionKernels.Parallelism) -> Void) {
+        defer { ConvolutionKernels.parallelism = .imageGroups }
+        for strategy in strategies {
+            ConvolutionKernels.parallelism = strategy
+            body(strategy)
+        }
+    }
+
+    func testConvolutionForwardMatchesDirectConvolution() { forEachStrategy(checkConvolutionForward) }
+    func testConvolutionBackwardMatchesFiniteDifferences() { forEachStrategy(checkConvolutionBackward) }
+
+    private func checkConvolutionForward(_ strategy: ConvolutionKernels.Parallelism) {
         for (label, g) in geometries {
             let batch = 3
             let x = Tensor(shape: [batch * g.inPixels * g.inChannels], values: GradientCheck.random(batch * g.inPixels * g.inChannels, seed: 1))
             let w = Tensor(shape: [g.patchSize * g.outChannels], values: GradientCheck.random(g.patchSize * g.outChannels, seed: 2))
             let y = Tensor(shape: [batch * g.outPixels * g.outChannels])
-            // A workspace of one image forces the chunked path.
-            let ws = Tensor(shape: [max(1, ConvolutionKernels.minimumWorkspace(g))])
+            // A workspace of one image per group forces the chunked path.
+            let ws = Tensor(shape: [max(1, ConvolutionKernels.workspaceFloats(g, batch: batch, chunkFloats: 0))])
             ConvolutionKernels.forward(input: x.data, weight: w.data, output: y.data, batch: batch, geometry: g,
                                        workspace: ws.data, workspaceFloats: ws.capacity)
             let reference = directConvolution(x.array, w.array, g, batch: batch)
             for i in 0..<reference.count {
-                XCTAssertEqual(y.data[i], reference[i], accuracy: 1e-4, "\(label) output \(i)")
+                XCTAssertEqual(y.data[i], reference[i], accuracy: 1e-4, "\(label) \(strategy) output \(i)")
             }
         }
     }
 
-    func testConvolutionBackwardMatchesFiniteDifferences() {
+    private func checkConvolutionBackward(_ strategy: ConvolutionKernels.Parallelism) {
         for (label, g) in geometries {
-            let batch = 2
+            let label = "\(label) \(strategy)"
+            let batch = 3
             let nx = batch * g.inPixels * g.inChannels, nw = g.patchSize * g.outChannels, ny = batch * g.outPixels * g.outChannels
             let x = Tensor(shape: [nx], values: GradientCheck.random(nx, seed: 3))
             let w = Tensor(shape: [nw], values: GradientCheck.random(nw, seed: 4))
             let weights = GradientCheck.random(ny, seed: 5)
             let y = Tensor(shape: [ny]), dy = Tensor(shape: [ny], values: weights)
             let dw = Tensor(shape: [nw]), dx = Tensor(shape: [nx])
-            let ws = Tensor(shape: [max(1, ConvolutionKernels.minimumWorkspace(g))])
+            let ws = Tensor(shape: [max(1, ConvolutionKernels.workspaceFloats(g, batch: batch, chunkFloats: 0))])
             ConvolutionKernels.backward(input: x.data, weight: w.data, gradOutput: dy.data, gradWeight: dw.data,
                                         gradInput: dx.data, accumulateInput: false, batch: batch, geometry: g,
                                         workspace: ws.data, workspaceFloats: ws.capacity)
