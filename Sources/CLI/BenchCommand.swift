@@ -23,9 +23,6 @@ enum BenchCommand {
             CommonOptions.threads,
             .option("steps", valueName: "steps", help: "Timed steps of each kind.", default: "5"),
             .option("warmup", valueName: "warmup", help: "Untimed steps first.", default: "1"),
-            .option("conv-parallelism", valueName: "mode",
-                    help: "How convolutions use the threads: 'groups' (one group of images per thread, single-threaded GEMMs) or 'shared' (multi-threaded OpenBLAS GEMMs).",
-                    default: "groups"),
             .flag("profile", help: "Print where the time of the timed training steps goes, per kernel and layer shape."),
         ],
         run: runBackbone)
@@ -35,13 +32,9 @@ enum BenchCommand {
         let batch = try args.requiredInt("batch", min: 2)
         let steps = try args.requiredInt("steps", min: 1)
         let warmup = try args.requiredInt("warmup", min: 0)
-        ConvolutionKernels.parallelism = try args.requiredChoice("conv-parallelism", ["groups", "shared"]) == "groups"
-            ? .imageGroups : .sharedGEMM
         let threads = try CommonOptions.applyThreads(args)
 
-        BLAS.setThreads(threads)
         let peak = SgemmPeak.measure()
-        ComputeThreads.configure(threads)
         print(String(format: "sgemm peak (2048³, %d threads): %.1f GFLOP/s", threads, peak))
 
         let net = IResNet(arch)

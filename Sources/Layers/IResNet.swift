@@ -154,12 +154,8 @@ public final class IResNet {
         let largest = max(units.map { $0.largestActivation(batch: b) }.max()!, b * size * size * w0, b * flat)
         gradA = Tensor(shape: [largest]); gradB = Tensor(shape: [largest])
         scratchA = Tensor(shape: [largest]); scratchB = Tensor(shape: [largest])
-        // im2col chunks: at least one image of the widest layer, and about 32 MB so that the GEMMs of
-        // the small late stages still see thousands of rows.
         let convs = [inputConv] + units.flatMap { $0.convolutions }
-        workspace = Tensor(shape: [convs.map {
-            ConvolutionKernels.workspaceFloats($0.geometry, batch: b, chunkFloats: 8 << 20)
-        }.max()!])
+        workspace = Tensor(shape: [convs.map { ConvolutionKernels.workspaceFloats($0.geometry, batch: b) }.max()!])
     }
 
     /// Bytes held by activations, gradients and workspace.

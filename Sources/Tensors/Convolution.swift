@@ -1,16 +1,22 @@
-// 2-D convolution, NHWC, as im2col + one OpenBLAS GEMM per chunk of images.
+// 2-D convolution, NHWC, as im2col + OpenBLAS GEMMs over small chunks of output rows.
 //
-// Why NHWC and im2col + sgemm (measured on the 2-core Zen 4 development machine, OpenBLAS 0.3.21):
-// - The IResNet convolutions are 3×3 with 64–512 channels. As GEMMs they reach 116–200 GFLOP/s on
-//   2 threads (the 2048³ peak is ~200), the 64-channel ones being the weakest (~120).
-// - NHWC lets one GEMM cover several images (M = images·H·W), which keeps the 14×14 and 7×7 stages
-//   at 180–196 GFLOP/s instead of the ~100 a per-image NCHW GEMM with N = 49 gets.
-// - In NHWC an im2col row is nine contiguous copies of a channel vector, and BatchNorm/PReLU run over
-//   contiguous channel vectors with SIMD; the GEMM writes NHWC output directly, no transpose.
+// Why, measured on the 2-core Zen 4 development machine (OpenBLAS 0.3.21, Cooperlake kernel; the
+// 2048³ sgemm peak is ~98 GFLOP/s on one thread, ~200 on two):
+// - NHWC: an im2col row is nine contiguous copies of a channel vector, the GEMM writes NHWC output
+//   directly (M = output pixels, N = Cout), rows of several images share one GEMM (the 7×7 stage
+//   needs that), and BatchNorm/PReLU run over contiguous channel vectors with SIMD.
 // - Weights are kept as [kh][kw][Cin][Cout] (HWIO) so that forward is C = col·W, the data gradient
-//   dcol = dY·Wᵀ and the weight gradient dW = colᵀ·dY — the three shapes measured fastest above.
-//   Checkpoints convert to and from PyTorch's OIHW.
-// The im2col buffer is bounded (chunks of images), so its size does not grow with the batch.
+//   dcol = dY·Wᵀ and the weight gradient dW = colᵀ·dY, all without transposed copies. Checkpoints
+//   convert to and from PyTorch's OIHW.
+// - Chunks of 512 output rows: the im2col chunk then stays in cache between its write and the
+//   GEMM's packing. im2col + GEMM of the 112×112, 64→64 layer on one thread: 57 GFLOP/s with
+//   whole-image chunks, 88–91 with 256–2048-row chunks; 128–512-channel layers reach 94–100.
+// - Threads: the batch is split into one group of images per thread, and each thread runs its own
+//   im2col and single-threaded GEMMs (weight gradients go to per-group partials, summed at the end).
+//   IR-18 training at batch 64 on 2 threads, with whole-image chunks: 8.5 images/s this way against
+//   7.2 with one parallel im2col and 2-thread OpenBLAS GEMMs per chunk (OpenBLAS's N = 64 GEMMs
+//   scale poorly across threads, and one thread's memory-bound im2col overlaps the other's GEMM).
+//   With 512-row chunks on top: 10.3 images/s.
 import Dispatch
 
 public struct ConvGeometry: Equatable, Sendable {
@@ -41,120 +47,79 @@ public struct ConvGeometry: Equatable, Sendable {
 }
 
 public enum ConvolutionKernels {
-    /// Images per GEMM so that the im2col chunk fits in `workspaceFloats`.
+    /// Output rows per im2col chunk (see the measurements above). Tests shrink it to cross image
+    /// boundaries inside a chunk.
+    nonisolated(unsafe) public static var chunkRows = 512
+
+    /// Thread groups a batch is split into: one per thread, at most one per image.
     @inlinable
-    public static func imagesPerChunk(_ g: ConvGeometry, workspaceFloats: Int) -> Int {
-        if g.isPointwise { return Int.max }
-        return max(1, workspaceFloats / max(1, g.outPixels * g.patchSize))
-    }
-
-    /// Workspace floats needed to run a batch in chunks of at least one image.
-    public static func minimumWorkspace(_ g: ConvGeometry) -> Int {
-        g.isPointwise ? 0 : g.outPixels * g.patchSize
-    }
-
-    /// col[(b·Ho + oy)·Wo + ox][(ky·k + kx)·Cin + c] = x[b][oy·s − p + ky][ox·s − p + kx][c], or 0 in the padding.
-    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
-                              into col: UnsafeMutablePointer<Float>, parallel: Bool = true) {
-        let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
-        let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
-        let rows = images.count * ho * wo
-        let firstImage = images.lowerBound
-        Parallel.forRanges(rows, grain: parallel ? 64 : Int.max) { range in
-            for r in range {
-                let ox = r % wo
-                let oy = (r / wo) % ho
-                let b = firstImage + r / (wo * ho)
-                let dstRow = col + r * patch
-                for ky in 0..<k {
-                    let iy = oy * s - p + ky
-                    let dstK = dstRow + ky * k * cin
-                    if iy < 0 || iy >= h {
-                        dstK.update(repeating: 0, count: k * cin)
-                        continue
-                    }
-                    let srcRow = x + ((b * h + iy) * w) * cin
-                    let ix0 = ox * s - p
-                    if ix0 >= 0 && ix0 + k <= w {
-                        // Whole kernel row inside: the k channel vectors are contiguous in NHWC.
-                        dstK.update(from: srcRow + ix0 * cin, count: k * cin)
-                    } else {
-                        for kx in 0..<k {
-                            let ix = ix0 + kx
-                            let dst = dstK + kx * cin
-                            if ix < 0 || ix >= w { dst.update(repeating: 0, count: cin) }
-                            else { dst.update(from: srcRow + ix * cin, count: cin) }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// The adjoint of `im2col`, written as a gather over input pixels so that threads never write
-    /// the same element: dx[b][iy][ix] (+)= Σ over the taps that read it.
-    public static func col2im(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, images: Range<Int>,
-                              into dx: UnsafeMutablePointer<Float>, accumulate: Bool, parallel: Bool = true) {
-        let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
-        let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
-        let pixels = images.count * h * w
-        let firstImage = images.lowerBound
-        let vectorEnd = cin & ~15
-        Parallel.forRanges(pixels, grain: parallel ? 64 : Int.max) { range in
-            for q in range {
-                let ix = q % w
-                let iy = (q / w) % h
-                let bLocal = q / (w * h)
-                let dst = dx + ((firstImage + bLocal) * h * w + iy * w + ix) * cin
-                if !accumulate { dst.update(repeating: 0, count: cin) }
-                for ky in 0..<k {
-                    let ty = iy + p - ky
-                    if ty < 0 || ty % s != 0 { continue }
-                    let oy = ty / s
-                    if oy >= ho { continue }
-                    for kx in 0..<k {
-                        let tx = ix + p - kx
-                        if tx < 0 || tx % s != 0 { continue }
-                        let ox = tx / s
-                        if ox >= wo { continue }
-                        let src = dcol + ((bLocal * ho + oy) * wo + ox) * patch + (ky * k + kx) * cin
-                        var c = 0
-                        while c < vectorEnd {
-                            store16(load16(dst + c) + load16(src + c), dst + c)
-                            c += 16
-                        }
-                        while c < cin { dst[c] += src[c]; c += 1 }
-                    }
-                }
-            }
-        }
-    }
-
-    /// How a convolution uses the threads of the rank.
-    public enum Parallelism: Sendable {
-        /// One im2col and one multi-threaded OpenBLAS GEMM per chunk of images.
-        case sharedGEMM
-        /// The batch is split into one group of images per thread; each thread runs im2col and a
-        /// single-threaded GEMM on its own images (and its own weight-gradient partial, summed at
-        /// the end). Needs OpenBLAS at 1 thread.
-        case imageGroups
-    }
-
-    /// Measured on the 2-core development machine (IR-18, batch 64): see `docs/benchmarks.md`.
-    nonisolated(unsafe) public static var parallelism: Parallelism = .imageGroups
-
-    /// Thread groups a batch is split into.
-    @inlinable
-    public static func groups(batch: Int) -> Int {
-        parallelism == .imageGroups ? max(1, min(ComputeThreads.count, batch)) : 1
-    }
+    public static func groups(batch: Int) -> Int { max(1, min(ComputeThreads.count, batch)) }
 
     /// Workspace floats for running `g` on `batch` images: an im2col chunk per group, plus a
     /// weight-gradient partial for every group but the first.
-    public static func workspaceFloats(_ g: ConvGeometry, batch: Int, chunkFloats: Int) -> Int {
+    public static func workspaceFloats(_ g: ConvGeometry, batch: Int) -> Int {
         let groups = groups(batch: batch)
-        let perGroup = max(minimumWorkspace(g), chunkFloats / groups)
-        return groups * perGroup + (groups - 1) * g.patchSize * g.outChannels
+        let perGroup = g.isPointwise ? 0 : chunkRows * g.patchSize
+        return max(1, groups * perGroup + (groups - 1) * g.patchSize * g.outChannels)
+    }
+
+    /// col[r − rows.lowerBound][(ky·k + kx)·Cin + c] = x[b][oy·s − p + ky][ox·s − p + kx][c] for the
+    /// output rows r = (b·Ho + oy)·Wo + ox in `rows`, or 0 in the padding.
+    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, rows: Range<Int>,
+                              into col: UnsafeMutablePointer<Float>) {
+        let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
+        let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
+        for r in rows {
+            let ox = r % wo, oy = (r / wo) % ho, b = r / (wo * ho)
+            let dstRow = col + (r - rows.lowerBound) * patch
+            for ky in 0..<k {
+                let iy = oy * s - p + ky
+                let dstK = dstRow + ky * k * cin
+                if iy < 0 || iy >= h {
+                    dstK.update(repeating: 0, count: k * cin)
+                    continue
+                }
+                let srcRow = x + ((b * h + iy) * w) * cin
+                let ix0 = ox * s - p
+                if ix0 >= 0 && ix0 + k <= w {
+                    // Whole kernel row inside: the k channel vectors are contiguous in NHWC.
+                    dstK.update(from: srcRow + ix0 * cin, count: k * cin)
+                } else {
+                    for kx in 0..<k {
+                        let ix = ix0 + kx
+                        let dst = dstK + kx * cin
+                        if ix < 0 || ix >= w { dst.update(repeating: 0, count: cin) }
+                        else { dst.update(from: srcRow + ix * cin, count: cin) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `im2col`: adds each tap of dcol (rows `rows`) into the input pixel it read.
+    /// Callers keep the groups' images apart, so no two threads touch the same pixel.
+    public static func col2imAdd(_ dcol: UnsafePointer<Float>, _ g: ConvGeometry, rows: Range<Int>,
+                                 into dx: UnsafeMutablePointer<Float>) {
+        let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
+        let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
+        let vectorEnd = cin & ~15
+        for r in rows {
+            let ox = r % wo, oy = (r / wo) % ho, b = r / (wo * ho)
+            let srcRow = dcol + (r - rows.lowerBound) * patch
+            for ky in 0..<k {
+                let iy = oy * s - p + ky
+                if iy < 0 || iy >= h { continue }
+                for kx in 0..<k {
+                    let ix = ox * s - p + kx
+                    if ix < 0 || ix >= w { continue }
+                    let src = srcRow + (ky * k + kx) * cin
+                    let dst = dx + ((b * h + iy) * w + ix) * cin
+                    var c = 0
+                    while c < vectorEnd { store16(load16(dst + c) + load16(src + c), dst + c); c += 16 }
+                    while c < cin { dst[c] += src[c]; c += 1 }
+                }
+            }
+        }
     }
 
     /// Images of group `index` out of `groups`.
@@ -163,46 +128,41 @@ public enum ConvolutionKernels {
         (index * batch / groups)..<((index + 1) * batch / groups)
     }
 
+    /// Runs one body per group on its own thread, with OpenBLAS at one thread meanwhile.
+    @inline(__always)
+    static func runGroups(_ groups: Int, _ body: (Int) -> Void) {
+        if groups == 1 { body(0); return }
+        let blasThreads = BLAS.threads
+        BLAS.setThreads(1)
+        DispatchQueue.concurrentPerform(iterations: groups, execute: body)
+        BLAS.setThreads(blasThreads)
+    }
+
     /// y[B·Ho·Wo × Cout] = conv(x, w). `w` is HWIO: [patchSize × Cout].
     public static func forward(input x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                output y: UnsafeMutablePointer<Float>, batch: Int, geometry g: ConvGeometry,
                                workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
-        let tag = g.profileTag
+        precondition(workspaceFloats >= self.workspaceFloats(g, batch: batch), "convolution workspace too small")
         let groups = groups(batch: batch)
-        let share = groups == 1 ? workspaceFloats
-            : (workspaceFloats - (groups - 1) * g.patchSize * g.outChannels) / groups
-        KernelProfiler.measure("conv fwd \(tag)", flops: 2 * Double(batch * g.macsPerImage)) {
+        let share = chunkRows * g.patchSize
+        KernelProfiler.measure("conv fwd \(g.profileTag)", flops: 2 * Double(batch * g.macsPerImage)) {
             runGroups(groups) { group in
                 let images = groupImages(group, of: groups, batch: batch)
-                forwardImages(x, w, y, images: images, g, workspace: workspace + group * share, workspaceFloats: share,
-                              parallel: groups == 1)
+                let rows = (images.lowerBound * g.outPixels)..<(images.upperBound * g.outPixels)
+                if g.isPointwise {
+                    BLAS.gemm(m: rows.count, n: g.outChannels, k: g.inChannels, a: x + rows.lowerBound * g.inChannels,
+                              b: w, c: y + rows.lowerBound * g.outChannels)
+                    return
+                }
+                let col = workspace + group * share
+                var r0 = rows.lowerBound
+                while r0 < rows.upperBound {
+                    let r1 = min(rows.upperBound, r0 + chunkRows)
+                    im2col(x, g, rows: r0..<r1, into: col)
+                    BLAS.gemm(m: r1 - r0, n: g.outChannels, k: g.patchSize, a: col, b: w, c: y + r0 * g.outChannels)
+                    r0 = r1
+                }
             }
-        }
-    }
-
-    @inline(__always)
-    static func runGroups(_ groups: Int, _ body: (Int) -> Void) {
-        if groups == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: groups, execute: body) }
-    }
-
-    static func forwardImages(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>,
-                              images: Range<Int>, _ g: ConvGeometry, workspace: UnsafeMutablePointer<Float>,
-                              workspaceFloats: Int, parallel: Bool) {
-        if g.isPointwise {
-            BLAS.gemm(m: images.count * g.inPixels, n: g.outChannels, k: g.inChannels,
-                      a: x + images.lowerBound * g.inPixels * g.inChannels, b: w,
-                      c: y + images.lowerBound * g.outPixels * g.outChannels)
-            return
-        }
-        let chunk = imagesPerChunk(g, workspaceFloats: workspaceFloats)
-        precondition(chunk >= 1 && workspaceFloats >= minimumWorkspace(g), "convolution workspace too small")
-        var b0 = images.lowerBound
-        while b0 < images.upperBound {
-            let b1 = min(images.upperBound, b0 + chunk)
-            im2col(x, g, images: b0..<b1, into: workspace, parallel: parallel)
-            BLAS.gemm(m: (b1 - b0) * g.outPixels, n: g.outChannels, k: g.patchSize,
-                      a: workspace, b: w, c: y + b0 * g.outPixels * g.outChannels)
-            b0 = b1
         }
     }
 
@@ -213,19 +173,46 @@ public enum ConvolutionKernels {
                                 gradInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool,
                                 batch: Int, geometry g: ConvGeometry,
                                 workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
-        let tag = g.profileTag
+        precondition(workspaceFloats >= self.workspaceFloats(g, batch: batch), "convolution workspace too small")
         let groups = groups(batch: batch)
         let weightCount = g.patchSize * g.outChannels
         let partials = workspace
         let columns = workspace + (groups - 1) * weightCount
-        let share = (workspaceFloats - (groups - 1) * weightCount) / groups
+        let share = chunkRows * g.patchSize
         let flops = Double(batch * g.macsPerImage) * (dx == nil ? 2 : 4)
-        KernelProfiler.measure("conv bwd \(tag)", flops: flops) {
+        KernelProfiler.measure("conv bwd \(g.profileTag)", flops: flops) {
             runGroups(groups) { group in
                 let images = groupImages(group, of: groups, batch: batch)
-                let groupWeightGradient = group == 0 ? dw : partials + (group - 1) * weightCount
-                backwardImages(x, w, dy, groupWeightGradient, dx, accumulateInput: accumulateInput, images: images, g,
-                               workspace: columns + group * share, workspaceFloats: share, parallel: groups == 1)
+                let rows = (images.lowerBound * g.outPixels)..<(images.upperBound * g.outPixels)
+                let groupGradient = group == 0 ? dw : partials + (group - 1) * weightCount
+                if rows.isEmpty { groupGradient.update(repeating: 0, count: weightCount); return }
+                if g.isPointwise {
+                    let xs = x + rows.lowerBound * g.inChannels, dys = dy + rows.lowerBound * g.outChannels
+                    BLAS.gemm(transA: true, m: g.inChannels, n: g.outChannels, k: rows.count, a: xs, b: dys, c: groupGradient)
+                    if let dx {
+                        BLAS.gemm(transB: true, m: rows.count, n: g.inChannels, k: g.outChannels, a: dys, b: w,
+                                  beta: accumulateInput ? 1 : 0, c: dx + rows.lowerBound * g.inChannels)
+                    }
+                    return
+                }
+                if let dx, !accumulateInput {
+                    (dx + images.lowerBound * g.inPixels * g.inChannels)
+                        .update(repeating: 0, count: images.count * g.inPixels * g.inChannels)
+                }
+                let col = columns + group * share
+                var r0 = rows.lowerBound
+                while r0 < rows.upperBound {
+                    let r1 = min(rows.upperBound, r0 + chunkRows)
+                    let dyChunk = dy + r0 * g.outChannels
+                    im2col(x, g, rows: r0..<r1, into: col)
+                    BLAS.gemm(transA: true, m: g.patchSize, n: g.outChannels, k: r1 - r0,
+                              a: col, b: dyChunk, beta: r0 == rows.lowerBound ? 0 : 1, c: groupGradient)
+                    if let dx {
+                        BLAS.gemm(transB: true, m: r1 - r0, n: g.patchSize, k: g.outChannels, a: dyChunk, b: w, c: col)
+                        col2imAdd(col, g, rows: r0..<r1, into: dx)
+                    }
+                    r0 = r1
+                }
             }
         }
         if groups > 1 {
@@ -240,42 +227,6 @@ public enum ConvolutionKernels {
                     }
                 }
             }
-        }
-    }
-
-    static func backwardImages(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ dy: UnsafePointer<Float>,
-                               _ dw: UnsafeMutablePointer<Float>, _ dx: UnsafeMutablePointer<Float>?,
-                               accumulateInput: Bool, images: Range<Int>, _ g: ConvGeometry,
-                               workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int, parallel: Bool) {
-        if images.isEmpty {
-            dw.update(repeating: 0, count: g.patchSize * g.outChannels)
-            return
-        }
-        if g.isPointwise {
-            let xs = x + images.lowerBound * g.inPixels * g.inChannels
-            let dys = dy + images.lowerBound * g.outPixels * g.outChannels
-            BLAS.gemm(transA: true, m: g.inChannels, n: g.outChannels, k: images.count * g.inPixels, a: xs, b: dys, c: dw)
-            if let dx {
-                BLAS.gemm(transB: true, m: images.count * g.inPixels, n: g.inChannels, k: g.outChannels,
-                          a: dys, b: w, beta: accumulateInput ? 1 : 0, c: dx + images.lowerBound * g.inPixels * g.inChannels)
-            }
-            return
-        }
-        let chunk = imagesPerChunk(g, workspaceFloats: workspaceFloats)
-        precondition(chunk >= 1 && workspaceFloats >= minimumWorkspace(g), "convolution workspace too small")
-        var b0 = images.lowerBound
-        while b0 < images.upperBound {
-            let b1 = min(images.upperBound, b0 + chunk)
-            let rows = (b1 - b0) * g.outPixels
-            let dyChunk = dy + b0 * g.outPixels * g.outChannels
-            im2col(x, g, images: b0..<b1, into: workspace, parallel: parallel)
-            BLAS.gemm(transA: true, m: g.patchSize, n: g.outChannels, k: rows,
-                      a: workspace, b: dyChunk, beta: b0 == images.lowerBound ? 0 : 1, c: dw)
-            if let dx {
-                BLAS.gemm(transB: true, m: rows, n: g.patchSize, k: g.outChannels, a: dyChunk, b: w, c: workspace)
-                col2im(workspace, g, images: b0..<b1, into: dx, accumulate: accumulateInput, parallel: parallel)
-            }
-            b0 = b1
         }
     }
 }

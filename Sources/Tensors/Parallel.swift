@@ -7,12 +7,12 @@ public enum ComputeThreads {
     /// kernel runs (ranks on one node divide the cores between them).
     nonisolated(unsafe) public static var count: Int = 1
 
-    /// Sets the rank's thread count for the engine's loops and OpenBLAS together. With image-group
-    /// convolutions the threads call single-threaded GEMMs side by side, so OpenBLAS gets one
-    /// thread; otherwise OpenBLAS gets them all. Call before preparing a network.
+    /// Sets the rank's thread count for the engine's loops and OpenBLAS together (convolutions
+    /// drop OpenBLAS to one thread while their image groups run side by side). Call before
+    /// preparing a network: workspaces are sized for this count.
     public static func configure(_ n: Int) {
         count = max(1, n)
-        BLAS.setThreads(ConvolutionKernels.parallelism == .imageGroups ? 1 : count)
+        BLAS.setThreads(count)
     }
 }
 

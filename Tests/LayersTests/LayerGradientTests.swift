@@ -32,28 +32,27 @@ final class LayerGradientTests: XCTestCase {
         ("1x1 stride 1", ConvGeometry(inHeight: 4, inWidth: 4, inChannels: 5, outChannels: 3, kernel: 1, stride: 1, padding: 0)),
     ]
 
-    private let strategies: [ConvolutionKernels.Parallelism] = [.sharedGEMM, .imageGroups]
-
-    /// Runs `body` once per convolution threading strategy.
-    private func forEachStrategy(_ body: (ConvolutionKernels.Parallelism) -> Void) {
-        defer { ConvolutionKernels.parallelism = .imageGroups }
-        for strategy in strategies {
-            ConvolutionKernels.parallelism = strategy
-            body(strategy)
+    /// Runs `body` with one and two thread groups, and with im2col chunks that end inside an image.
+    private func forEachThreading(_ body: (String) -> Void) {
+        let saved = (ComputeThreads.count, ConvolutionKernels.chunkRows)
+        defer { ComputeThreads.count = saved.0; ConvolutionKernels.chunkRows = saved.1 }
+        for (threads, chunk) in [(1, 512), (2, 7), (3, 5)] {
+            ComputeThreads.count = threads
+            ConvolutionKernels.chunkRows = chunk
+            body("threads \(threads) chunk \(chunk)")
         }
     }
 
-    func testConvolutionForwardMatchesDirectConvolution() { forEachStrategy(checkConvolutionForward) }
-    func testConvolutionBackwardMatchesFiniteDifferences() { forEachStrategy(checkConvolutionBackward) }
+    func testConvolutionForwardMatchesDirectConvolution() { forEachThreading(checkConvolutionForward) }
+    func testConvolutionBackwardMatchesFiniteDifferences() { forEachThreading(checkConvolutionBackward) }
 
-    private func checkConvolutionForward(_ strategy: ConvolutionKernels.Parallelism) {
+    private func checkConvolutionForward(_ strategy: String) {
         for (label, g) in geometries {
             let batch = 3
             let x = Tensor(shape: [batch * g.inPixels * g.inChannels], values: GradientCheck.random(batch * g.inPixels * g.inChannels, seed: 1))
             let w = Tensor(shape: [g.patchSize * g.outChannels], values: GradientCheck.random(g.patchSize * g.outChannels, seed: 2))
             let y = Tensor(shape: [batch * g.outPixels * g.outChannels])
-            // A workspace of one image per group forces the chunked path.
-            let ws = Tensor(shape: [max(1, ConvolutionKernels.workspaceFloats(g, batch: batch, chunkFloats: 0))])
+            let ws = Tensor(shape: [ConvolutionKernels.workspaceFloats(g, batch: batch)])
             ConvolutionKernels.forward(input: x.data, weight: w.data, output: y.data, batch: batch, geometry: g,
                                        workspace: ws.data, workspaceFloats: ws.capacity)
             let reference = directConvolution(x.array, w.array, g, batch: batch)
@@ -63,7 +62,7 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
-    private func checkConvolutionBackward(_ strategy: ConvolutionKernels.Parallelism) {
+    private func checkConvolutionBackward(_ strategy: String) {
         for (label, g) in geometries {
             let label = "\(label) \(strategy)"
             let batch = 3
@@ -73,7 +72,7 @@ final class LayerGradientTests: XCTestCase {
             let weights = GradientCheck.random(ny, seed: 5)
             let y = Tensor(shape: [ny]), dy = Tensor(shape: [ny], values: weights)
             let dw = Tensor(shape: [nw]), dx = Tensor(shape: [nx])
-            let ws = Tensor(shape: [max(1, ConvolutionKernels.workspaceFloats(g, batch: batch, chunkFloats: 0))])
+            let ws = Tensor(shape: [ConvolutionKernels.workspaceFloats(g, batch: batch)])
             ConvolutionKernels.backward(input: x.data, weight: w.data, gradOutput: dy.data, gradWeight: dw.data,
                                         gradInput: dx.data, accumulateInput: false, batch: batch, geometry: g,
                                         workspace: ws.data, workspaceFloats: ws.capacity)
