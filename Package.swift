@@ -40,16 +40,18 @@ let swiftTargets: [Target] = [
     .target(name: "Layers", dependencies: ["Tensors", "Serialization"], swiftSettings: swiftSettings),
     // MPI communicator.
     .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: swiftSettings),
+    // Margin heads (AdaFace, ArcFace, CosFace) and the class-partitioned softmax.
+    .target(name: "Heads", dependencies: ["Tensors", "Collectives"], swiftSettings: swiftSettings),
     // Image decoding, readers, augmentation, loader.
     .target(name: "DataPipeline", dependencies: ["CTurboJPEG"], swiftSettings: swiftSettings),
     // Subcommands and argument parsing (a library so that tests can drive it).
     .target(name: "CLI",
-            dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "DataPipeline", "COpenBLAS"],
+            dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "Heads", "DataPipeline"],
             swiftSettings: swiftSettings),
     .executableTarget(name: "adaface-dist", dependencies: ["CLI"], swiftSettings: swiftSettings),
     // Multi-rank tests: MPI can be initialised once per process, so these run under mpirun.
     .executableTarget(name: "adaface-dist-mpi-tests",
-                      dependencies: ["Collectives", "Tensors", "Layers"],
+                      dependencies: ["Collectives", "Tensors", "Layers", "Heads"],
                       path: "Tests/MPITests", swiftSettings: swiftSettings),
 ]
 
@@ -61,6 +63,8 @@ let testTargets: [Target] = [
                 swiftSettings: swiftSettings),
     .testTarget(name: "LayersTests", dependencies: ["Layers", "Tensors", "Serialization"],
                 swiftSettings: swiftSettings),
+    .testTarget(name: "HeadsTests", dependencies: ["Heads", "Collectives", "Serialization", "Tensors"],
+                exclude: ["Fixtures"], swiftSettings: swiftSettings),
     .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], exclude: ["Fixtures"],
                 swiftSettings: swiftSettings),
     .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers", "DataPipeline", "Tensors"],

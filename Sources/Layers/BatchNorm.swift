@@ -102,6 +102,11 @@ public final class BatchNorm {
         preparedForTraining = training
     }
 
+    /// This BatchNorm (after `prepare`), optionally with a PReLU, as a transform a convolution can fold.
+    public func folded(preluSlope: UnsafePointer<Float>? = nil) -> ChannelAffine {
+        ChannelAffine(scale: scale.data, shift: shift.data, preluSlope: preluSlope)
+    }
+
     /// y = BN(x) as one pass, with an optional PReLU slope fused in.
     public func apply(_ x: UnsafePointer<Float>, rows: Int, preluSlope: UnsafePointer<Float>? = nil,
                       into y: UnsafeMutablePointer<Float>) {

@@ -25,17 +25,22 @@ public final class Conv2d {
         for i in 0..<(g.patchSize * g.outChannels) { w[i] = rng.nextNormal() * std }
     }
 
-    public func forward(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, workspace: Tensor) {
+    /// `inputTransform` and `epilogue` fold a BatchNorm (and PReLU) before or after the convolution
+    /// into it (see `ConvolutionKernels.forward`).
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, workspace: Tensor,
+                        inputTransform: ChannelAffine? = nil, epilogue: ChannelAffine? = nil) {
         ConvolutionKernels.forward(input: x, weight: store.value(weightIndex), output: y, batch: batch,
-                                   geometry: geometry, workspace: workspace.data, workspaceFloats: workspace.capacity)
+                                   geometry: geometry, workspace: workspace.data, workspaceFloats: workspace.capacity,
+                                   inputTransform: inputTransform, epilogue: epilogue)
     }
 
     public func backward(input x: UnsafePointer<Float>, gradOutput dy: UnsafePointer<Float>, batch: Int,
-                         gradInput dx: UnsafeMutablePointer<Float>?, accumulate: Bool, workspace: Tensor) {
+                         gradInput dx: UnsafeMutablePointer<Float>?, accumulate: Bool, workspace: Tensor,
+                         inputTransform: ChannelAffine? = nil) {
         ConvolutionKernels.backward(input: x, weight: store.value(weightIndex), gradOutput: dy,
                                     gradWeight: store.gradient(weightIndex), gradInput: dx, accumulateInput: accumulate,
                                     batch: batch, geometry: geometry, workspace: workspace.data,
-                                    workspaceFloats: workspace.capacity)
+                                    workspaceFloats: workspace.capacity, inputTransform: inputTransform)
     }
 }
 

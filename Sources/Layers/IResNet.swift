@@ -169,12 +169,18 @@ public final class IResNet {
     public func forward(batch: Int, training: Bool) {
         precondition(batch >= 1 && batch <= batchCapacity, "batch \(batch) outside the prepared capacity \(batchCapacity)")
         let size = configuration.inputSize
-        inputConv.forward(input.data, batch: batch, into: inputConvOut.data, workspace: workspace)
-        inputBN.prepare(inputConvOut.data, rows: batch * size * size, training: training)
-        inputBN.apply(inputConvOut.data, rows: batch * size * size, preluSlope: inputPReLU.slope, into: inputActivation.data)
+        if training {
+            inputConv.forward(input.data, batch: batch, into: inputConvOut.data, workspace: workspace)
+            inputBN.prepare(inputConvOut.data, rows: batch * size * size, training: true)
+            inputBN.apply(inputConvOut.data, rows: batch * size * size, preluSlope: inputPReLU.slope, into: inputActivation.data)
+        } else {
+            inputBN.prepare(input.data, rows: 0, training: false)
+            inputConv.forward(input.data, batch: batch, into: inputActivation.data, workspace: workspace,
+                              epilogue: inputBN.folded(preluSlope: inputPReLU.slope))
+        }
         var x = UnsafePointer(inputActivation.data)
         for unit in units {
-            unit.forward(x, batch: batch, training: training, scratch: scratchA.data, workspace: workspace)
+            unit.forward(x, batch: batch, training: training, workspace: workspace)
             x = UnsafePointer(unit.output.data)
         }
         let fin = configuration.finalSize

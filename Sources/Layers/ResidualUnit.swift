@@ -2,8 +2,9 @@
 // when the width is unchanged, else Conv1×1(stride s) → BN; output = residual + shortcut.
 //
 // Saved for backward: c1 (conv1 output), p (PReLU output), c2 (conv2 output), the shortcut
-// convolution's output and the unit output. The first BN's output is recomputed in backward rather
-// than stored: one cheap pass saves an activation per unit.
+// convolution's output and the unit output. The first BN is folded into conv1's im2col (its output
+// is never stored). In evaluation the other BatchNorms and the PReLU are folded into the
+// convolutions' output chunks too, so a unit is three convolutions and one residual add.
 import Tensors
 
 public final class ResidualUnit {
@@ -66,13 +67,14 @@ public final class ResidualUnit {
         output = Tensor(shape: [b, outSize, outSize, outChannels])
     }
 
-    /// `scratch` holds the first BN's output (≥ batch·inSize²·inChannels floats).
-    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, scratch: UnsafeMutablePointer<Float>,
-                 workspace: Tensor) {
+    public func forward(_ x: UnsafePointer<Float>, batch: Int, training: Bool, workspace: Tensor) {
         let inRows = batch * inSize * inSize, outRows = batch * outSize * outSize
         bn1.prepare(x, rows: inRows, training: training)
-        bn1.apply(x, rows: inRows, into: scratch)
-        conv1.forward(scratch, batch: batch, into: conv1Out.data, workspace: workspace)
+        if !training {
+            forwardFolded(x, batch: batch, workspace: workspace)
+            return
+        }
+        conv1.forward(x, batch: batch, into: conv1Out.data, workspace: workspace, inputTransform: bn1.folded())
         bn2.prepare(conv1Out.data, rows: inRows, training: training)
         bn2.apply(conv1Out.data, rows: inRows, preluSlope: prelu.slope, into: activated.data)
         conv2.forward(activated.data, batch: batch, into: conv2Out.data, workspace: workspace)
@@ -87,6 +89,27 @@ public final class ResidualUnit {
             }
         } else {
             bn3.apply(conv2Out.data, rows: outRows, into: output.data)
+            KernelProfiler.measure("subsampled residual add") {
+                ElementwiseKernels.addSubsampled(x, batch: batch, height: inSize, width: inSize, channels: inChannels,
+                                                 stride: stride, into: output.data)
+            }
+        }
+    }
+
+    /// Evaluation with running statistics: BN1 folded into conv1's input, BN2+PReLU into its output,
+    /// BN3 (and the shortcut BN) into conv2's (and the shortcut convolution's) output.
+    private func forwardFolded(_ x: UnsafePointer<Float>, batch: Int, workspace: Tensor) {
+        bn2.prepare(x, rows: 0, training: false)
+        bn3.prepare(x, rows: 0, training: false)
+        shortcutBN?.prepare(x, rows: 0, training: false)
+        conv1.forward(x, batch: batch, into: activated.data, workspace: workspace,
+                      inputTransform: bn1.folded(), epilogue: bn2.folded(preluSlope: prelu.slope))
+        conv2.forward(activated.data, batch: batch, into: output.data, workspace: workspace, epilogue: bn3.folded())
+        let outCount = batch * outSize * outSize * outChannels
+        if let shortcutConv, let shortcutBN {
+            shortcutConv.forward(x, batch: batch, into: shortcutOut.data, workspace: workspace, epilogue: shortcutBN.folded())
+            KernelProfiler.measure("residual add") { ElementwiseKernels.add(shortcutOut.data, count: outCount, into: output.data) }
+        } else {
             KernelProfiler.measure("subsampled residual add") {
                 ElementwiseKernels.addSubsampled(x, batch: batch, height: inSize, width: inSize, channels: inChannels,
                                                  stride: stride, into: output.data)
@@ -120,10 +143,8 @@ public final class ResidualUnit {
                                                 channels: outChannels, slopeGrad: prelu.slopeGradient)
         }
         bn2.backward(gradOutput: scratchB, input: conv1Out.data, rows: inRows, gradInput: scratchB, accumulate: false)
-        // Recompute the first BN's output into g's buffer (g is no longer needed).
-        bn1.apply(x, rows: inRows, into: g)
-        conv1.backward(input: g, gradOutput: scratchB, batch: batch, gradInput: scratchA, accumulate: false,
-                       workspace: workspace)
+        conv1.backward(input: x, gradOutput: scratchB, batch: batch, gradInput: scratchA, accumulate: false,
+                       workspace: workspace, inputTransform: bn1.folded())
         bn1.backward(gradOutput: scratchA, input: x, rows: inRows, gradInput: dx, accumulate: true)
     }
 }

@@ -21,6 +21,18 @@ final class ReductionScratch {
     }
 }
 
+/// A per-channel y = x·scale + shift, optionally followed by PReLU: a BatchNorm (and activation)
+/// that a convolution applies to its input patches or its output rows instead of a separate pass.
+public struct ChannelAffine {
+    public let scale: UnsafePointer<Float>
+    public let shift: UnsafePointer<Float>
+    public let preluSlope: UnsafePointer<Float>?
+
+    public init(scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, preluSlope: UnsafePointer<Float>? = nil) {
+        self.scale = scale; self.shift = shift; self.preluSlope = preluSlope
+    }
+}
+
 public enum ChannelKernels {
     static let rowBlock = 64
 
@@ -106,11 +118,13 @@ public enum ChannelKernels {
     }
 
     /// y = x·scale + shift, optionally followed by PReLU with per-channel `slope`.
+    /// `parallel: false` runs on the calling thread (inside a convolution's thread group).
     public static func scaleShift(_ x: UnsafePointer<Float>, rows: Int, channels: Int,
                                   scale: UnsafePointer<Float>, shift: UnsafePointer<Float>,
-                                  preluSlope: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>) {
+                                  preluSlope: UnsafePointer<Float>?, into y: UnsafeMutablePointer<Float>,
+                                  parallel: Bool = true) {
         let vectorEnd = channels & ~15
-        Parallel.forRanges(rows, grain: rowBlock) { range in
+        Parallel.forRanges(rows, grain: parallel ? rowBlock : Int.max) { range in
             for r in range {
                 let xr = x + r * channels, yr = y + r * channels
                 var c = 0

@@ -64,9 +64,15 @@ public enum ConvolutionKernels {
     }
 
     /// col[r − rows.lowerBound][(ky·k + kx)·Cin + c] = x[b][oy·s − p + ky][ox·s − p + kx][c] for the
-    /// output rows r = (b·Ho + oy)·Wo + ox in `rows`, or 0 in the padding.
+    /// output rows r = (b·Ho + oy)·Wo + ox in `rows`, or 0 in the padding. With `transform`, each
+    /// copied value is x·scale[c] + shift[c] (a BatchNorm folded into this convolution's input; the
+    /// padding stays 0, as it is after a real BatchNorm layer).
     public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, rows: Range<Int>,
-                              into col: UnsafeMutablePointer<Float>) {
+                              into col: UnsafeMutablePointer<Float>, transform: ChannelAffine? = nil) {
+        if let transform {
+            im2colTransformed(x, g, rows: rows, into: col, transform: transform)
+            return
+        }
         let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
         let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
         for r in rows {
@@ -91,6 +97,32 @@ public enum ConvolutionKernels {
                         if ix < 0 || ix >= w { dst.update(repeating: 0, count: cin) }
                         else { dst.update(from: srcRow + ix * cin, count: cin) }
                     }
+                }
+            }
+        }
+    }
+
+    static func im2colTransformed(_ x: UnsafePointer<Float>, _ g: ConvGeometry, rows: Range<Int>,
+                                  into col: UnsafeMutablePointer<Float>, transform t: ChannelAffine) {
+        let ho = g.outHeight, wo = g.outWidth, h = g.inHeight, w = g.inWidth, cin = g.inChannels
+        let k = g.kernel, s = g.stride, p = g.padding, patch = g.patchSize
+        let vectorEnd = cin & ~15
+        for r in rows {
+            let ox = r % wo, oy = (r / wo) % ho, b = r / (wo * ho)
+            let dstRow = col + (r - rows.lowerBound) * patch
+            for ky in 0..<k {
+                let iy = oy * s - p + ky
+                for kx in 0..<k {
+                    let ix = ox * s - p + kx
+                    let dst = dstRow + (ky * k + kx) * cin
+                    if iy < 0 || iy >= h || ix < 0 || ix >= w { dst.update(repeating: 0, count: cin); continue }
+                    let src = x + ((b * h + iy) * w + ix) * cin
+                    var c = 0
+                    while c < vectorEnd {
+                        store16(load16(src + c) * load16(t.scale + c) + load16(t.shift + c), dst + c)
+                        c += 16
+                    }
+                    while c < cin { dst[c] = src[c] * t.scale[c] + t.shift[c]; c += 1 }
                 }
             }
         }
@@ -138,10 +170,14 @@ public enum ConvolutionKernels {
         BLAS.setThreads(blasThreads)
     }
 
-    /// y[B·Ho·Wo × Cout] = conv(x, w). `w` is HWIO: [patchSize × Cout].
+    /// y[B·Ho·Wo × Cout] = conv(x, w). `w` is HWIO: [patchSize × Cout]. `inputTransform` is applied
+    /// to the input patches (see `im2col`), `epilogue` to each chunk of output rows while it is
+    /// still in cache — the BatchNorm (and PReLU) before and after the convolution, folded in.
     public static func forward(input x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                output y: UnsafeMutablePointer<Float>, batch: Int, geometry g: ConvGeometry,
-                               workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
+                               workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int,
+                               inputTransform: ChannelAffine? = nil, epilogue: ChannelAffine? = nil) {
+        precondition(inputTransform == nil || !g.isPointwise, "an input transform needs the im2col path")
         precondition(workspaceFloats >= self.workspaceFloats(g, batch: batch), "convolution workspace too small")
         let groups = groups(batch: batch)
         let share = chunkRows * g.patchSize
@@ -152,28 +188,39 @@ public enum ConvolutionKernels {
                 if g.isPointwise {
                     BLAS.gemm(m: rows.count, n: g.outChannels, k: g.inChannels, a: x + rows.lowerBound * g.inChannels,
                               b: w, c: y + rows.lowerBound * g.outChannels)
+                    if let e = epilogue { applyEpilogue(e, y + rows.lowerBound * g.outChannels, rows: rows.count, g) }
                     return
                 }
                 let col = workspace + group * share
                 var r0 = rows.lowerBound
                 while r0 < rows.upperBound {
                     let r1 = min(rows.upperBound, r0 + chunkRows)
-                    im2col(x, g, rows: r0..<r1, into: col)
+                    im2col(x, g, rows: r0..<r1, into: col, transform: inputTransform)
                     BLAS.gemm(m: r1 - r0, n: g.outChannels, k: g.patchSize, a: col, b: w, c: y + r0 * g.outChannels)
+                    if let e = epilogue { applyEpilogue(e, y + r0 * g.outChannels, rows: r1 - r0, g) }
                     r0 = r1
                 }
             }
         }
     }
 
+    @inline(__always)
+    static func applyEpilogue(_ e: ChannelAffine, _ y: UnsafeMutablePointer<Float>, rows: Int, _ g: ConvGeometry) {
+        ChannelKernels.scaleShift(y, rows: rows, channels: g.outChannels, scale: e.scale, shift: e.shift,
+                                  preluSlope: e.preluSlope, into: y, parallel: false)
+    }
+
     /// dW = colᵀ·dY over the batch (overwrites `gradWeight`), and, when `gradInput` is given,
-    /// dX (+)= col2im(dY·Wᵀ).
+    /// dX (+)= col2im(dY·Wᵀ). `inputTransform` must be the one the forward pass used: the weight
+    /// gradient needs the transformed patches, and dX is the gradient w.r.t. the transformed input.
     public static func backward(input x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                                 gradOutput dy: UnsafePointer<Float>, gradWeight dw: UnsafeMutablePointer<Float>,
                                 gradInput dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool,
                                 batch: Int, geometry g: ConvGeometry,
-                                workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int) {
+                                workspace: UnsafeMutablePointer<Float>, workspaceFloats: Int,
+                                inputTransform: ChannelAffine? = nil) {
         precondition(workspaceFloats >= self.workspaceFloats(g, batch: batch), "convolution workspace too small")
+        precondition(inputTransform == nil || !g.isPointwise, "an input transform needs the im2col path")
         let groups = groups(batch: batch)
         let weightCount = g.patchSize * g.outChannels
         let partials = workspace
@@ -204,7 +251,7 @@ public enum ConvolutionKernels {
                 while r0 < rows.upperBound {
                     let r1 = min(rows.upperBound, r0 + chunkRows)
                     let dyChunk = dy + r0 * g.outChannels
-                    im2col(x, g, rows: r0..<r1, into: col)
+                    im2col(x, g, rows: r0..<r1, into: col, transform: inputTransform)
                     BLAS.gemm(transA: true, m: g.patchSize, n: g.outChannels, k: r1 - r0,
                               a: col, b: dyChunk, beta: r0 == rows.lowerBound ? 0 : 1, c: groupGradient)
                     if let dx {

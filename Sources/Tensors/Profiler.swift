@@ -7,10 +7,11 @@ public enum KernelProfiler {
     nonisolated(unsafe) private static var totals: [String: (seconds: Double, calls: Int, flops: Double)] = [:]
 
     @inline(__always)
-    public static func measure<T>(_ name: @autoclosure () -> String, flops: Double = 0, _ body: () -> T) -> T {
-        guard isEnabled else { return body() }
+    public static func measure<T>(_ name: @autoclosure () -> String, flops: Double = 0,
+                                  _ body: () throws -> T) rethrows -> T {
+        guard isEnabled else { return try body() }
         let start = DispatchTime.now().uptimeNanoseconds
-        let result = body()
+        let result = try body()
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
         let key = name()
         let previous = totals[key] ?? (0, 0, 0)

@@ -86,6 +86,41 @@ final class LayerGradientTests: XCTestCase {
         }
     }
 
+    func testFoldedBatchNormsEqualSeparatePasses() {
+        forEachThreading { threading in
+            for (label, g) in geometries where !g.isPointwise {
+                let batch = 3
+                let nx = batch * g.inPixels * g.inChannels, ny = batch * g.outPixels * g.outChannels
+                let x = Tensor(shape: [nx], values: GradientCheck.random(nx, seed: 51))
+                let w = Tensor(shape: [g.patchSize * g.outChannels], values: GradientCheck.random(g.patchSize * g.outChannels, seed: 52))
+                let inScale = GradientCheck.random(g.inChannels, seed: 53), inShift = GradientCheck.random(g.inChannels, seed: 54)
+                let outScale = GradientCheck.random(g.outChannels, seed: 55), outShift = GradientCheck.random(g.outChannels, seed: 56)
+                let slope = GradientCheck.random(g.outChannels, seed: 57, scale: 0.3)
+                let ws = Tensor(shape: [ConvolutionKernels.workspaceFloats(g, batch: batch)])
+                // Separate passes: BN on the input, the convolution, BN + PReLU on the output.
+                let normalized = Tensor(shape: [nx]), separate = Tensor(shape: [ny]), folded = Tensor(shape: [ny])
+                ChannelKernels.scaleShift(x.data, rows: nx / g.inChannels, channels: g.inChannels, scale: inScale, shift: inShift,
+                                          preluSlope: nil, into: normalized.data)
+                ConvolutionKernels.forward(input: normalized.data, weight: w.data, output: separate.data, batch: batch,
+                                           geometry: g, workspace: ws.data, workspaceFloats: ws.capacity)
+                ChannelKernels.scaleShift(separate.data, rows: ny / g.outChannels, channels: g.outChannels, scale: outScale,
+                                          shift: outShift, preluSlope: slope, into: separate.data)
+                inScale.withUnsafeBufferPointer { a in inShift.withUnsafeBufferPointer { b in
+                    outScale.withUnsafeBufferPointer { c in outShift.withUnsafeBufferPointer { d in slope.withUnsafeBufferPointer { e in
+                        ConvolutionKernels.forward(
+                            input: x.data, weight: w.data, output: folded.data, batch: batch, geometry: g,
+                            workspace: ws.data, workspaceFloats: ws.capacity,
+                            inputTransform: ChannelAffine(scale: a.baseAddress!, shift: b.baseAddress!),
+                            epilogue: ChannelAffine(scale: c.baseAddress!, shift: d.baseAddress!, preluSlope: e.baseAddress!))
+                    } } } } }
+                for i in 0..<ny {
+                    XCTAssertEqual(folded.data[i], separate.data[i], accuracy: 1e-4 * max(1, abs(separate.data[i])),
+                                   "\(label) \(threading) element \(i)")
+                }
+            }
+        }
+    }
+
     func testBatchNormTrainingForwardAndRunningStatistics() {
         let store = ParameterStore()
         let bn = BatchNorm("bn", channels: 3, store: store)

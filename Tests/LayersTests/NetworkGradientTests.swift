@@ -32,14 +32,14 @@ final class NetworkGradientTests: XCTestCase {
         let x = Tensor(shape: [nx], values: GradientCheck.random(nx, seed: 7))
         let ny = batch * unit.outSize * unit.outSize * outChannels
         let weights = GradientCheck.random(ny, seed: 8)
-        unit.forward(x.data, batch: batch, training: true, scratch: scratch.data, workspace: workspace)
+        unit.forward(x.data, batch: batch, training: true, workspace: workspace)
         let g = Tensor(shape: [largest], values: weights + [Float](repeating: 0, count: largest - ny))
         let dx = Tensor(shape: [nx])
         store.zeroGradients()
         unit.backward(input: x.data, gradOutput: g.data, gradInput: dx.data, batch: batch,
                       scratchA: scratch.data, scratchB: scratchB.data, workspace: workspace)
         let loss = { () -> Double in
-            unit.forward(x.data, batch: batch, training: true, scratch: scratch.data, workspace: workspace)
+            unit.forward(x.data, batch: batch, training: true, workspace: workspace)
             return GradientCheck.weightedSum(unit.output.data, weights)
         }
         let tag = "unit \(inChannels)→\(outChannels) stride \(stride)"

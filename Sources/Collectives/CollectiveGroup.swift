@@ -1,0 +1,38 @@
+// The collective operations the model-parallel head needs, as a protocol: the MPI communicator
+// provides them across ranks, and `SingleProcessGroup` provides them for a world of one without MPI
+// (unit tests, single-process tools).
+
+public protocol CollectiveGroup: AnyObject {
+    var rank: Int { get }
+    var size: Int { get }
+    func allReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReductionOperation) throws
+    func allGather<T: CollectiveScalar>(_ input: UnsafePointer<T>, count: Int, into output: UnsafeMutablePointer<T>) throws
+    func allGatherV<T: CollectiveScalar>(_ input: UnsafePointer<T>, counts: [Int], into output: UnsafeMutablePointer<T>) throws
+    func reduceScatter<T: CollectiveScalar>(_ input: UnsafePointer<T>, blockCount: Int,
+                                            into output: UnsafeMutablePointer<T>, _ op: ReductionOperation) throws
+    func broadcast<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) throws
+    func barrier() throws
+}
+
+extension Communicator: CollectiveGroup {}
+
+/// A world of one process: every collective is the identity (or a copy).
+public final class SingleProcessGroup: CollectiveGroup {
+    public init() {}
+    public var rank: Int { 0 }
+    public var size: Int { 1 }
+    public func allReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReductionOperation) {}
+    public func allGather<T: CollectiveScalar>(_ input: UnsafePointer<T>, count: Int, into output: UnsafeMutablePointer<T>) {
+        if UnsafePointer(output) != input { output.update(from: input, count: count) }
+    }
+    public func allGatherV<T: CollectiveScalar>(_ input: UnsafePointer<T>, counts: [Int], into output: UnsafeMutablePointer<T>) {
+        precondition(counts.count == 1, "a single-process group has one rank")
+        if UnsafePointer(output) != input { output.update(from: input, count: counts[0]) }
+    }
+    public func reduceScatter<T: CollectiveScalar>(_ input: UnsafePointer<T>, blockCount: Int,
+                                                   into output: UnsafeMutablePointer<T>, _ op: ReductionOperation) {
+        if UnsafePointer(output) != input { output.update(from: input, count: blockCount) }
+    }
+    public func broadcast<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) {}
+    public func barrier() {}
+}
