@@ -8,7 +8,7 @@ enum BenchCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Measure the speed of parts of the system.",
-        subcommands: [backbone])
+        subcommands: [backbone, BenchHeadCommand.spec])
 
     static let backbone = CommandSpec(
         name: "backbone",

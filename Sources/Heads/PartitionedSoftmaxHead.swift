@@ -93,14 +93,17 @@ public final class PartitionedSoftmaxHead {
     /// Unit-norm random rows, drawn per global class index so that every partition of the same seed
     /// holds the same classifier.
     public func resetKernel() {
-        let d = configuration.embeddingSize
-        for local in 0..<classRange.count {
-            var rng = SplitMix64(seed: configuration.seed, 0x4B45_524E, UInt64(classRange.lowerBound + local))
-            let row = kernel.data + local * d
-            var norm: Float = 0
-            for j in 0..<d { row[j] = rng.nextNormal(); norm += row[j] * row[j] }
-            let inv = 1 / norm.squareRoot()
-            for j in 0..<d { row[j] *= inv }
+        let d = configuration.embeddingSize, seed = configuration.seed, first = classRange.lowerBound
+        let w = kernel.data
+        Parallel.forRanges(classRange.count, grain: 64) { rows in
+            for local in rows {
+                var rng = SplitMix64(seed: seed, 0x4B45_524E, UInt64(first + local))
+                let row = w + local * d
+                var norm: Float = 0
+                for j in 0..<d { row[j] = rng.nextNormal(); norm += row[j] * row[j] }
+                let inv = 1 / norm.squareRoot()
+                for j in 0..<d { row[j] *= inv }
+            }
         }
         velocity.fill(0)
     }
@@ -234,7 +237,7 @@ public final class PartitionedSoftmaxHead {
                 let row = z + i * k
                 var j = 0
                 while j + 16 <= k {
-                    store16((load16(row + j) * load16(inv + j)).clamped(lowerBound: lo, upperBound: hi) * sv, row + j)
+                    store16(clamp16(load16(row + j) * load16(inv + j), lo, hi) * sv, row + j)
                     j += 16
                 }
                 while j < k { row[j] = min(max(row[j] * inv[j], -bound), bound) * s; j += 1 }
@@ -287,7 +290,7 @@ public final class PartitionedSoftmaxHead {
                     let row = z + i * k
                     var best = Vec16(repeating: -.infinity)
                     var j = 0
-                    while j + 16 <= k { best = pointwiseMax(best, load16(row + j)); j += 16 }
+                    while j + 16 <= k { best = max16(best, load16(row + j)); j += 16 }
                     var value = best.max()
                     while j < k { value = max(value, row[j]); j += 1 }
                     m[i] = value

@@ -6,8 +6,12 @@
 /// (the softmax only feeds it values ≤ 0).
 @inlinable @inline(__always)
 public func exp16(_ x: Vec16) -> Vec16 {
-    let clamped = x.clamped(lowerBound: Vec16(repeating: -87.3), upperBound: Vec16(repeating: 88.7))
-    let n = (clamped * 1.442_695_04).rounded(.toNearestOrEven)
+    let clamped = clamp16(x, Vec16(repeating: -87.3), Vec16(repeating: 88.7))
+    // Adding 1.5·2²³ rounds x·log2(e) to an integer n in plain float arithmetic (no round
+    // instruction needed), and leaves n in the low mantissa bits for building 2ⁿ.
+    let magic = Vec16(repeating: 12_582_912)
+    let shifted = clamped * 1.442_695_04 + magic
+    let n = shifted - magic
     // ln 2 split in two so that n·ln2 is exact in its high part.
     let r = clamped - n * 0.693_145_751_953_125 - n * 1.428_606_765_330_187e-6
     var p = Vec16(repeating: 1.987_569_15e-4)
@@ -17,8 +21,8 @@ public func exp16(_ x: Vec16) -> Vec16 {
     p = p * r + 0.166_666_66
     p = p * r + 0.5
     p = p * r * r + r + 1
-    let bits = (SIMD16<Int32>(n, rounding: .towardZero) &+ 127) &<< 23
-    let scale = unsafeBitCast(bits, to: Vec16.self)
+    let integer = unsafeBitCast(shifted, to: SIMD16<Int32>.self) &- unsafeBitCast(magic, to: SIMD16<Int32>.self)
+    let scale = unsafeBitCast((integer &+ 127) &<< 23, to: Vec16.self)
     return (p * scale).replacing(with: 0, where: x .< -87.3)
 }
 
