@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, runs the single-process tests (`swift test`)
-# and the multi-rank tests under mpirun with 2, 3 and 4 ranks. Ends with `TOTAL: N passed, N failed`.
+# and the multi-rank tests under mpirun with 1, 2, 3 and 4 ranks. Ends with `TOTAL: N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/setup.sh --tests || { echo "TOTAL: 0 passed, 1 failed"; exit 1; }
@@ -26,7 +26,7 @@ fi
 # Ranks share the cores: one OpenBLAS thread each, and --oversubscribe for 3 and 4 ranks on 2 cores.
 mpi_flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
-for ranks in 2 3 4; do
+for ranks in 1 2 3 4; do
     echo "==> mpirun -n $ranks adaface-dist-mpi-tests"
     OPENBLAS_NUM_THREADS=1 timeout 900 mpirun "${mpi_flags[@]}" -n "$ranks" \
         .build/release/adaface-dist-mpi-tests 2>&1 | tee "$log"

@@ -86,7 +86,7 @@ enum BenchHeadCommand {
         let memory = head.memory
         // Every rank's figures at rank 0, in rank order.
         let mine: [Double] = [perStep, perUpdate, Double(memory.weights), Double(memory.momentum), Double(memory.logits),
-                              Double(memory.other), Double(head.classRange.count)]
+                              Double(memory.gradientAndBatch), Double(head.classRange.count)]
         var all = [Double](repeating: 0, count: mine.count * world.size)
         try mine.withUnsafeBufferPointer { src in
             try all.withUnsafeMutableBufferPointer { try world.allGather(src.baseAddress!, count: mine.count, into: $0.baseAddress!) }
@@ -99,7 +99,7 @@ enum BenchHeadCommand {
             slowest = max(slowest, row[0] + row[1])
             let bytes = row[2] + row[3] + row[4] + row[5]
             maxBytes = max(maxBytes, bytes)
-            print(String(format: "  rank %d: %d classes, forward+backward %.1f ms, update %.1f ms; memory %.0f MB (weights %.0f, momentum %.0f, logits %.0f, other %.0f)",
+            print(String(format: "  rank %d: %d classes, forward+backward %.1f ms, update %.1f ms; memory %.0f MB (weights %.0f, momentum %.0f, logits %.0f, gradient and batch %.0f)",
                          r, Int(row[6]), row[0] * 1e3, row[1] * 1e3, bytes / 1e6, row[2] / 1e6, row[3] / 1e6,
                          row[4] / 1e6, row[5] / 1e6))
         }

@@ -108,8 +108,9 @@ public final class PartitionedSoftmaxHead {
         velocity.fill(0)
     }
 
-    /// Bytes of the shard's weights, momentum and the largest logits buffer so far.
-    public var memory: (weights: Int, momentum: Int, logits: Int, other: Int) {
+    /// Bytes of the shard's weights and momentum, the logits buffer, and the kernel gradient with the
+    /// gathered batch and its gradient.
+    public var memory: (weights: Int, momentum: Int, logits: Int, gradientAndBatch: Int) {
         (4 * kernel.capacity, 4 * velocity.capacity, 4 * logits.capacity,
          4 * (gathered.capacity + fullGradient.capacity + packedKernel.capacity + activeGradient.capacity))
     }
