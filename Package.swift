@@ -43,15 +43,22 @@ let swiftTargets: [Target] = [
     // Margin heads (AdaFace, ArcFace, CosFace) and the class-partitioned softmax.
     .target(name: "Heads", dependencies: ["Tensors", "Collectives"], swiftSettings: swiftSettings),
     // Image decoding, readers, augmentation, loader.
-    .target(name: "DataPipeline", dependencies: ["CTurboJPEG"], swiftSettings: swiftSettings),
+    .target(name: "DataPipeline", dependencies: ["CTurboJPEG", "Tensors"], swiftSettings: swiftSettings),
+    // Verification protocols and embedding extraction.
+    .target(name: "Evaluation", dependencies: ["Tensors", "Layers", "DataPipeline"], swiftSettings: swiftSettings),
+    // The distributed trainer: configuration, schedules, gradient buckets, checkpoints.
+    .target(name: "Training",
+            dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "Heads", "DataPipeline", "Evaluation"],
+            swiftSettings: swiftSettings),
     // Subcommands and argument parsing (a library so that tests can drive it).
     .target(name: "CLI",
-            dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "Heads", "DataPipeline"],
+            dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "Heads", "DataPipeline", "Evaluation",
+                           "Training"],
             swiftSettings: swiftSettings),
     .executableTarget(name: "adaface-dist", dependencies: ["CLI"], swiftSettings: swiftSettings),
     // Multi-rank tests: MPI can be initialised once per process, so these run under mpirun.
     .executableTarget(name: "adaface-dist-mpi-tests",
-                      dependencies: ["Collectives", "Tensors", "Layers", "Heads"],
+                      dependencies: ["Collectives", "Tensors", "Layers", "Heads", "Training"],
                       path: "Tests/MPITests", swiftSettings: swiftSettings),
 ]
 
@@ -66,6 +73,8 @@ let testTargets: [Target] = [
     .testTarget(name: "HeadsTests", dependencies: ["Heads", "Collectives", "Serialization", "Tensors"],
                 exclude: ["Fixtures"], swiftSettings: swiftSettings),
     .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], exclude: ["Fixtures"],
+                swiftSettings: swiftSettings),
+    .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "Serialization", "Layers", "Heads"],
                 swiftSettings: swiftSettings),
     .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers", "DataPipeline", "Tensors"],
                 swiftSettings: swiftSettings),

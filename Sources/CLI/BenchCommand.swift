@@ -8,7 +8,7 @@ enum BenchCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Measure the speed of parts of the system.",
-        subcommands: [backbone, BenchHeadCommand.spec])
+        subcommands: [backbone, BenchHeadCommand.spec, BenchLoaderCommand.spec])
 
     static let backbone = CommandSpec(
         name: "backbone",
@@ -51,13 +51,13 @@ enum BenchCommand {
         var phase = (forward: 0.0, backward: 0.0, update: 0.0)
         for step in 0..<(warmup + steps) {
             KernelProfiler.isEnabled = args.flag("profile") && step >= warmup
-            let t0 = Clock.now()
+            let t0 = MonotonicClock.now()
             net.forward(batch: batch, training: true)
-            let t1 = Clock.now()
+            let t1 = MonotonicClock.now()
             net.backward(gradEmbeddings: gradient.data)
-            let t2 = Clock.now()
+            let t2 = MonotonicClock.now()
             sgd.step(learningRate: 1e-4)
-            let t3 = Clock.now()
+            let t3 = MonotonicClock.now()
             let timed = step >= warmup
             if timed { phase.forward += t1 - t0; phase.backward += t2 - t1; phase.update += t3 - t2 }
             print(String(format: "  train step %d%@: %.3f s (forward %.3f, backward %.3f, update %.3f)",
@@ -70,9 +70,9 @@ enum BenchCommand {
 
         var inferenceSeconds = 0.0
         for step in 0..<(warmup + steps) {
-            let t0 = Clock.now()
+            let t0 = MonotonicClock.now()
             net.forward(batch: batch, training: false)
-            let dt = Clock.now() - t0
+            let dt = MonotonicClock.now() - t0
             if step >= warmup { inferenceSeconds += dt }
         }
         let inferenceRate = Double(batch * steps) / inferenceSeconds
@@ -126,9 +126,9 @@ enum SgemmPeak {
         BLAS.gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data)
         var best = Double.infinity
         for _ in 0..<repetitions {
-            let t0 = Clock.now()
+            let t0 = MonotonicClock.now()
             BLAS.gemm(m: n, n: n, k: n, a: a.data, b: b.data, c: c.data)
-            best = min(best, Clock.now() - t0)
+            best = min(best, MonotonicClock.now() - t0)
         }
         return 2 * Double(n) * Double(n) * Double(n) / best * 1e-9
     }

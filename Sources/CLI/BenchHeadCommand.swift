@@ -48,9 +48,9 @@ enum BenchHeadCommand {
         ComputeThreads.configure(threads)
 
         let config = HeadConfiguration(totalClasses: classes, embeddingSize: d, margin: margin, sampleRate: rate, seed: 1)
-        let built = Clock.now()
+        let built = MonotonicClock.now()
         let head = try PartitionedSoftmaxHead(configuration: config, group: world)
-        let initSeconds = Clock.now() - built
+        let initSeconds = MonotonicClock.now() - built
         var rng = SplitMix64(seed: 7, UInt64(world.rank))
         var embeddings = [Float](repeating: 0, count: batch * d)
         for i in 0..<batch {
@@ -69,14 +69,14 @@ enum BenchHeadCommand {
         for step in 0..<(warmup + steps) {
             try world.barrier()
             KernelProfiler.isEnabled = args.flag("profile") && step >= warmup && world.rank == 0
-            let t0 = Clock.now()
+            let t0 = MonotonicClock.now()
             let result = try gradient.withUnsafeMutableBufferPointer {
                 try head.step(embeddings: embeddings, norms: norms, labels: labels, batch: batch, step: step,
                               gradEmbeddings: $0.baseAddress!)
             }
-            let t1 = Clock.now()
+            let t1 = MonotonicClock.now()
             head.applySGD(learningRate: 0.01)
-            let t2 = Clock.now()
+            let t2 = MonotonicClock.now()
             if step >= warmup { stepSeconds += t1 - t0; updateSeconds += t2 - t1 }
             loss = result.loss
         }

@@ -5,6 +5,9 @@ public enum AdaFaceDist {
         name: "adaface-dist",
         abstract: "Distributed data-parallel AdaFace training for Linux CPU clusters under MPI.",
         subcommands: [
+            SynthCommand.spec,
+            PackCommand.spec,
+            DataCommand.spec,
             EmbedCommand.spec,
             BenchCommand.spec,
             ParityDumpCommand.spec,

@@ -57,7 +57,7 @@ enum EmbedCommand {
         var pixels = [UInt8](repeating: 0, count: size * size * 3)
         var embeddings = [Float](repeating: 0, count: files.count * d)
         var norms = [Float](repeating: 0, count: files.count)
-        let started = Clock.now()
+        let started = MonotonicClock.now()
         var start = 0
         while start < files.count {
             let count = min(capacity, files.count - start)
@@ -90,7 +90,7 @@ enum EmbedCommand {
         try NumpyFile.write(floats: embeddings, shape: [files.count, d], to: outPath)
         if let normsPath { try NumpyFile.write(floats: norms, shape: [files.count], to: normsPath) }
         print(String(format: "wrote %@ (%d × %d)%@ in %.1f s", outPath, files.count, d,
-                     normsPath.map { " and \($0)" } ?? "", Clock.now() - started))
+                     normsPath.map { " and \($0)" } ?? "", MonotonicClock.now() - started))
         return 0
     }
 }

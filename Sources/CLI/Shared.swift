@@ -29,13 +29,8 @@ enum CommonOptions {
     }
 }
 
-enum Clock {
-    static func now() -> Double {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
-    }
-}
+/// The commands' clock (the standard library's `Clock` protocol would otherwise shadow it).
+typealias Clock = MonotonicClock
 
 enum ProcessMemory {
     /// Peak resident set size of this process, in bytes.

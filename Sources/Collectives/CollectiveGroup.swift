@@ -12,9 +12,32 @@ public protocol CollectiveGroup: AnyObject {
                                             into output: UnsafeMutablePointer<T>, _ op: ReductionOperation) throws
     func broadcast<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) throws
     func barrier() throws
+    /// Starts an in-place all-reduce; the buffer stays untouched by the caller until it completes.
+    func startAllReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
+                                             _ op: ReductionOperation) throws -> CollectiveRequest
 }
 
-extension Communicator: CollectiveGroup {}
+/// A non-blocking collective in flight.
+public protocol CollectiveRequest: AnyObject {
+    /// Drives progress without blocking; true once complete.
+    func test() throws -> Bool
+    func wait() throws
+}
+
+extension PendingCollective: CollectiveRequest {}
+
+extension Communicator: CollectiveGroup {
+    public func startAllReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
+                                                    _ op: ReductionOperation) throws -> CollectiveRequest {
+        try allReduceNonBlocking(buffer, count: count, op)
+    }
+}
+
+/// The request of a collective that completed when it started (a world of one).
+final class CompletedRequest: CollectiveRequest {
+    func test() -> Bool { true }
+    func wait() {}
+}
 
 /// A world of one process: every collective is the identity (or a copy).
 public final class SingleProcessGroup: CollectiveGroup {
@@ -35,4 +58,6 @@ public final class SingleProcessGroup: CollectiveGroup {
     }
     public func broadcast<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, root: Int) {}
     public func barrier() {}
+    public func startAllReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
+                                                    _ op: ReductionOperation) -> CollectiveRequest { CompletedRequest() }
 }

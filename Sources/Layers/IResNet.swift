@@ -79,6 +79,11 @@ public final class IResNet {
     private var lastTraining = false
     private var lastDropoutSeed: UInt64 = 0
 
+    /// Called during `backward` with an arena offset: every parameter gradient at or above it is
+    /// final. Backward runs from the output layer to the input, so the offsets only decrease; the
+    /// data-parallel trainer starts all-reducing gradient buckets from here while backward goes on.
+    public var gradientsReady: ((Int) -> Void)?
+
     /// Seed of the dropout mask of the next training forward pass; the trainer sets it per step
     /// (from the run seed and the step) so that a resumed run draws the same masks.
     public var dropoutSeed: UInt64 = 0x5EED
@@ -221,12 +226,14 @@ public final class IResNet {
         let lastOut = units.last!.output.data
         outputBN.backward(gradOutput: gradA.data, input: lastOut, rows: batch * fin * fin,
                           gradInput: gradB.data, accumulate: false)
+        gradientsReady?(outputLayerOffset)
         var gradOut = gradB, gradIn = gradA
         for (i, unit) in units.enumerated().reversed() {
             let x = i == 0 ? inputActivation.data : units[i - 1].output.data
             unit.backward(input: x, gradOutput: gradOut.data, gradInput: gradIn.data, batch: batch,
                           scratchA: scratchA.data, scratchB: scratchB.data, workspace: workspace)
             swap(&gradOut, &gradIn)
+            gradientsReady?(unitOffsets[i])
         }
         // Input layer: fused PReLU+BN backward in place, then the convolution's weight gradient only.
         let rows = batch * size * size
@@ -236,5 +243,13 @@ public final class IResNet {
         inputBN.backward(gradOutput: gradOut.data, input: inputConvOut.data, rows: rows, gradInput: gradOut.data, accumulate: false)
         inputConv.backward(input: input.data, gradOutput: gradOut.data, batch: batch, gradInput: nil,
                            accumulate: false, workspace: workspace)
+        gradientsReady?(0)
     }
+
+    /// Arena offset of each unit's first parameter, and of the output layer's.
+    private lazy var unitOffsets: [Int] = units.map { unit in
+        unit.parameterIndices.map { store.parameters[$0].offset }.min()!
+    }
+    private lazy var outputLayerOffset: Int = [outputBN.weightIndex!, linear.weightIndex]
+        .map { store.parameters[$0].offset }.min()!
 }

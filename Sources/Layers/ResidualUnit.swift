@@ -41,6 +41,12 @@ public final class ResidualUnit {
         bn3 = BatchNorm(r + "5", channels: outChannels, store: store)
     }
 
+    /// Indices of this unit's parameters in the store.
+    var parameterIndices: [Int] {
+        convolutions.map(\.weightIndex) + batchNorms.flatMap { [$0.weightIndex, $0.biasIndex].compactMap { $0 } }
+            + [prelu.slopeIndex]
+    }
+
     var batchNorms: [BatchNorm] { [bn1, bn2, bn3] + (shortcutBN.map { [$0] } ?? []) }
     var convolutions: [Conv2d] { [conv1, conv2] + (shortcutConv.map { [$0] } ?? []) }
     var macsPerImage: Int { convolutions.reduce(0) { $0 + $1.geometry.macsPerImage } }
