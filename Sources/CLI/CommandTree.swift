@@ -5,6 +5,8 @@ public enum AdaFaceDist {
         name: "adaface-dist",
         abstract: "Distributed data-parallel AdaFace training for Linux CPU clusters under MPI.",
         subcommands: [
+            TrainCommand.spec,
+            InspectCommand.spec,
             SynthCommand.spec,
             PackCommand.spec,
             DataCommand.spec,
