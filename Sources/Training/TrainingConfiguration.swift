@@ -525,7 +525,7 @@ extension TrainingConfiguration {
         "schedule": {"type": "poly", "milestones": [], "gamma": 0.1, "warmup_epochs": 0.5, "power": 1.0}
       },
       "training": {
-        "epochs": 3,
+        "epochs": 4,
         "global_batch": 64,
         "threads": 0,
         "log_every": 5,

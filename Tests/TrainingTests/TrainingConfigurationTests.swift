@@ -110,7 +110,7 @@ final class TrainingConfigurationTests: XCTestCase {
         try embedded.validate(worldSize: 2)
         // 128 identities × 10 images, as its description tells `adaface-dist synth` to make.
         try embedded.validate(datasetClasses: 128, images: 1280, worldSize: 2)
-        XCTAssertEqual(embedded.totalSteps(images: 1280), 60)
+        XCTAssertEqual(embedded.totalSteps(images: 1280), 80)
     }
 
     func testReadmeDocumentsEveryField() throws {
