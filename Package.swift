@@ -43,7 +43,7 @@ let swiftTargets: [Target] = [
     // Margin heads (AdaFace, ArcFace, CosFace) and the class-partitioned softmax.
     .target(name: "Heads", dependencies: ["Tensors", "Collectives"], swiftSettings: swiftSettings),
     // Image decoding, readers, augmentation, loader.
-    .target(name: "DataPipeline", dependencies: ["CTurboJPEG", "Tensors"], swiftSettings: swiftSettings),
+    .target(name: "DataPipeline", dependencies: ["CTurboJPEG", "Tensors", "Serialization"], swiftSettings: swiftSettings),
     // Verification protocols and embedding extraction.
     .target(name: "Evaluation", dependencies: ["Tensors", "Layers", "DataPipeline"], swiftSettings: swiftSettings),
     // The distributed trainer: configuration, schedules, gradient buckets, checkpoints.

@@ -1,6 +1,7 @@
 // Pieces several subcommands share: architecture and thread options, clocks, memory figures.
 import Foundation
 import Layers
+import Serialization
 import Tensors
 
 enum CommonOptions {
@@ -47,9 +48,7 @@ enum JSONLine {
         "{" + pairs.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}"
     }
 
-    static func string(_ s: String) -> String {
-        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-    }
+    static func string(_ s: String) -> String { jsonQuoted(s) }
 
     static func number(_ x: Double, digits: Int = 4) -> String {
         x.isFinite ? String(format: "%.\(digits)f", x) : "null"

@@ -4,6 +4,7 @@
 
 import Dispatch
 import Glibc
+import Serialization
 
 public enum DataSetFormat: String, Sendable {
     case recordIO = "recordio"
@@ -44,13 +45,13 @@ public struct DataSetReport: Sendable {
     /// empty_identities, ignored_files, verified, bad_records [{key, reason, message}], bad_count.
     public func json() -> String {
         let keyJSON: (String) -> String = { key in
-            format == .recordIO && Int(key) != nil ? key : Self.jsonString(key)
+            format == .recordIO && Int(key) != nil ? key : jsonQuoted(key)
         }
         let bad = badRecords.map {
-            "{\"key\":\(keyJSON($0.key)),\"reason\":\(Self.jsonString($0.reason.rawValue)),"
-                + "\"message\":\(Self.jsonString($0.message))}"
+            "{\"key\":\(keyJSON($0.key)),\"reason\":\(jsonQuoted($0.reason.rawValue)),"
+                + "\"message\":\(jsonQuoted($0.message))}"
         }
-        return "{\"format\":\(Self.jsonString(format.rawValue)),\"path\":\(Self.jsonString(path)),"
+        return "{\"format\":\(jsonQuoted(format.rawValue)),\"path\":\(jsonQuoted(path)),"
             + "\"images\":\(images),\"identities\":\(identities),"
             + "\"images_per_identity\":{\"min\":\(imagesPerIdentity.min),"
             + "\"median\":\(Self.number(imagesPerIdentity.median)),\"max\":\(imagesPerIdentity.max)},"
@@ -85,23 +86,6 @@ public struct DataSetReport: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let digits = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
 
     /// Integers without a fraction, halves (medians of an even count) with one digit.
     static func number(_ value: Double) -> String {

@@ -15,8 +15,8 @@ public struct StateDictError: Error, CustomStringConvertible {
 }
 
 extension StorageLayout {
-    /// Engine order → PyTorch order.
-    func exportValues(_ src: UnsafePointer<Float>, count: Int) -> [Float] {
+    /// Engine order → PyTorch order (for weights, gradients and optimizer state alike).
+    public func exportValues(_ src: UnsafePointer<Float>, count: Int) -> [Float] {
         var out = [Float](repeating: 0, count: count)
         switch self {
         case .plain:
@@ -34,7 +34,11 @@ extension StorageLayout {
     }
 
     /// PyTorch order → engine order.
-    func importValues(_ src: [Float], into dst: UnsafeMutablePointer<Float>) {
+    public func importValues(_ src: [Float], into dst: UnsafeMutablePointer<Float>) {
+        src.withUnsafeBufferPointer { importValues($0, into: dst) }
+    }
+
+    public func importValues(_ src: UnsafeBufferPointer<Float>, into dst: UnsafeMutablePointer<Float>) {
         switch self {
         case .plain:
             for i in 0..<src.count { dst[i] = src[i] }

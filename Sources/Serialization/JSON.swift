@@ -227,8 +227,9 @@ struct JSONParser {
     }
 }
 
-/// `string` as a JSON string literal (quotes included); non-ASCII is written as raw UTF-8.
-func jsonQuoted(_ string: String) -> String {
+/// `string` as a JSON string literal (quotes included); non-ASCII is written as raw UTF-8. Every
+/// JSON writer of the project (checkpoints, reports, metrics) goes through this one.
+public func jsonQuoted(_ string: String) -> String {
     var out = "\""
     for scalar in string.unicodeScalars {
         switch scalar {

@@ -50,7 +50,7 @@ public struct Checkpoint: Sendable {
                                       + "the model expects F32 \(p.shape)")
             }
             let values = try file.floats(p.name)
-            values.withUnsafeBufferPointer { PyTorchLayout.copyToEngineOrder(p.layout, $0, into: optimizer.velocity.data + p.offset) }
+            p.layout.importValues(values, into: optimizer.velocity.data + p.offset)
         }
     }
 

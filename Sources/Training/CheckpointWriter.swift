@@ -214,7 +214,7 @@ public struct CheckpointWriter {
                          "momentum": "\(optimizer.momentum)", "weight_decay": "\(optimizer.weightDecay)"]
         for p in store.parameters {
             file.add(p.name, shape: p.shape,
-                     floats: PyTorchLayout.pyTorchOrder(p.layout, optimizer.velocity.data + p.offset, count: p.count))
+                     floats: p.layout.exportValues(optimizer.velocity.data + p.offset, count: p.count))
         }
         return try file.write(to: directory + "/" + CheckpointLayout.optimizerFile, compression: compression)
     }
@@ -457,11 +457,11 @@ struct SafeTensorsStream {
         var members: [String] = []
         if !metadata.isEmpty {
             members.append("\"__metadata__\":{"
-                + metadata.keys.sorted().map { "\(quoted($0)):\(quoted(metadata[$0]!))" }.joined(separator: ",") + "}")
+                + metadata.keys.sorted().map { "\(jsonQuoted($0)):\(jsonQuoted(metadata[$0]!))" }.joined(separator: ",") + "}")
         }
         var offset = 0
         for entry in entries {
-            members.append("\(quoted(entry.name)):{\"dtype\":\"\(entry.dtype.rawValue)\",\"shape\":["
+            members.append("\(jsonQuoted(entry.name)):{\"dtype\":\"\(entry.dtype.rawValue)\",\"shape\":["
                 + entry.shape.map(String.init).joined(separator: ",")
                 + "],\"data_offsets\":[\(offset),\(offset + entry.bytes)]}")
             offset += entry.bytes
@@ -501,61 +501,9 @@ struct SafeTensorsStream {
         }
     }
 
-    private func quoted(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\u{00}"..."\u{1F}":
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
 }
 
-// MARK: - Layouts and value checks
-
-/// Engine layouts ↔ PyTorch layouts for tensors stored under state_dict names (the Layers module keeps
-/// its own conversion internal; the optimizer state needs the same one).
-enum PyTorchLayout {
-    static func pyTorchOrder(_ layout: StorageLayout, _ src: UnsafePointer<Float>, count: Int) -> [Float] {
-        var out = [Float](repeating: 0, count: count)
-        out.withUnsafeMutableBufferPointer { out in
-            switch layout {
-            case .plain:
-                for i in 0..<count { out[i] = src[i] }
-            case let .convHWIO(o, ci, k):
-                for ky in 0..<k { for kx in 0..<k { for c in 0..<ci { for oc in 0..<o {
-                    out[((oc * ci + c) * k + ky) * k + kx] = src[((ky * k + kx) * ci + c) * o + oc]
-                } } } }
-            case let .linearOverHWC(o, c, h, w):
-                for r in 0..<o { for y in 0..<h { for x in 0..<w { for ch in 0..<c {
-                    out[r * c * h * w + (ch * h + y) * w + x] = src[r * c * h * w + (y * w + x) * c + ch]
-                } } } }
-            }
-        }
-        return out
-    }
-
-    static func copyToEngineOrder(_ layout: StorageLayout, _ src: UnsafeBufferPointer<Float>, into dst: UnsafeMutablePointer<Float>) {
-        switch layout {
-        case .plain:
-            dst.update(from: src.baseAddress!, count: src.count)
-        case let .convHWIO(o, ci, k):
-            for ky in 0..<k { for kx in 0..<k { for c in 0..<ci { for oc in 0..<o {
-                dst[((ky * k + kx) * ci + c) * o + oc] = src[((oc * ci + c) * k + ky) * k + kx]
-            } } } }
-        case let .linearOverHWC(o, c, h, w):
-            for r in 0..<o { for y in 0..<h { for x in 0..<w { for ch in 0..<c {
-                dst[r * c * h * w + (y * w + x) * c + ch] = src[r * c * h * w + (ch * h + y) * w + x]
-            } } } }
-        }
-    }
-}
+// MARK: - Value checks
 
 /// The number of NaN or infinite values, nil when there are none. Bit test so the loop vectorises.
 func nonFiniteCount(_ values: UnsafePointer<Float>, _ count: Int) -> Int? {

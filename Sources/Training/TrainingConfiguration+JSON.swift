@@ -4,6 +4,7 @@
 // Own parser rather than JSONSerialization: it must tell integers from fractions, report positions,
 // and print numbers the same way on every rank.
 import Foundation
+import Serialization
 
 /// A parsed JSON value. Integers written without a fraction or exponent stay `.integer`.
 enum ConfigJSON: Equatable {
@@ -295,7 +296,7 @@ extension ConfigJSON {
             out += "{"
             for (i, member) in Self.sorted(members).enumerated() {
                 if i > 0 { out += "," }
-                out += Self.quoted(member.key) + ":"
+                out += jsonQuoted(member.key) + ":"
                 member.value.writeCompact(into: &out)
             }
             out += "}"
@@ -317,7 +318,7 @@ extension ConfigJSON {
         case let .object(members) where !members.isEmpty:
             out += "{\n"
             for (i, member) in Self.sorted(members).enumerated() {
-                out += inner + Self.quoted(member.key) + ": "
+                out += inner + jsonQuoted(member.key) + ": "
                 member.value.writePretty(into: &out, indent: inner)
                 out += i + 1 < members.count ? ",\n" : "\n"
             }
@@ -350,7 +351,7 @@ extension ConfigJSON {
     /// writes the same bytes.
     private var scalarText: String {
         switch self {
-        case let .string(s): return Self.quoted(s)
+        case let .string(s): return jsonQuoted(s)
         case let .integer(i): return String(i)
         case let .double(d): return d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : d.description
         case let .bool(b): return b ? "true" : "false"
@@ -359,21 +360,4 @@ extension ConfigJSON {
         }
     }
 
-    static func quoted(_ string: String) -> String {
-        var out = "\""
-        for scalar in string.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{00}"..."\u{1F}":
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
 }

@@ -2,6 +2,7 @@
 // dotted path: unknown keys (with a suggestion), wrong types, values out of range, fields that
 // contradict each other; and the later checks against the world size, the data and the disk.
 import Foundation
+import Serialization
 
 extension TrainingConfiguration {
     /// Decodes and checks a parsed document. Missing fields take their defaults.
@@ -119,7 +120,7 @@ extension TrainingConfiguration {
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         guard name.allSatisfy({ allowed.contains($0) }), name != ".", name != ".." else {
             throw ConfigurationError(.invalidValue, path: path,
-                                     "must be letters, digits, '.', '_' or '-' (it names the run folder), got \(ConfigJSON.quoted(name))")
+                                     "must be letters, digits, '.', '_' or '-' (it names the run folder), got \(jsonQuoted(name))")
         }
     }
 
@@ -157,7 +158,7 @@ extension TrainingConfiguration {
         }
         var seen = Set<String>()
         for (i, bin) in validation.bins.enumerated() where !seen.insert(bin).inserted {
-            throw ConfigurationError(.invalidValue, path: "validation.bins[\(i)]", "\(ConfigJSON.quoted(bin)) is listed twice")
+            throw ConfigurationError(.invalidValue, path: "validation.bins[\(i)]", "\(jsonQuoted(bin)) is listed twice")
         }
     }
 
@@ -352,7 +353,7 @@ final class ConfigSectionReader {
         let expected = "one of " + names.joined(separator: ", ")
         guard case let .string(s) = v else { throw wrongType(key, expected, v) }
         guard let choice = Choice(rawValue: s) else {
-            var message = "expected \(expected), got \(ConfigJSON.quoted(s))"
+            var message = "expected \(expected), got \(jsonQuoted(s))"
             if let suggestion = ConfigSectionReader.suggestion(for: s, among: names) { message += " (did you mean '\(suggestion)'?)" }
             throw ConfigurationError(.invalidValue, path: path(key), message)
         }
