@@ -19,7 +19,7 @@ Outputs:
 
 Loading: torch.load(weights_only=True) first. Lightning checkpoints also pickle other objects
 (hyper-parameters, callbacks, loop state); when weights_only refuses them, the checkpoint is read with
-a restricted unpickler that rebuilds tensors and replaces every other object by an inert placeholder,
+a restricted unpickler that rebuilds tensors and replaces every other object by an inert stand-in,
 so no code from the file runs. Only with --trust-checkpoint is a full torch.load(weights_only=False)
 tried as a last resort (that can execute code stored in the file).
 
@@ -91,7 +91,7 @@ class _Placeholder(dict):
 _PLACEHOLDERS: Dict[str, type] = {}
 
 
-def _placeholder_class(module: str, name: str) -> type:
+def _stand_in_class(module: str, name: str) -> type:
     key = f"{module}.{name}"
     if key not in _PLACEHOLDERS:
         _PLACEHOLDERS[key] = type(f"Placeholder[{key}]", (_Placeholder,), {})
@@ -126,7 +126,7 @@ def _allowed_global(module: str, name: str):
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         obj = _allowed_global(module, name)
-        return obj if obj is not None else _placeholder_class(module, name)
+        return obj if obj is not None else _stand_in_class(module, name)
 
 
 def _restricted_load(fileobj, **kwargs):
@@ -152,10 +152,10 @@ def load_checkpoint(path: Path, trust: bool) -> Tuple[object, str]:
                  else (text.strip().splitlines() or [type(err).__name__])[0][:200])
         print(f"note: torch.load(weights_only=True) refused the checkpoint ({first}); it holds objects "
               f"besides tensors (usual for Lightning). Reading it with a restricted unpickler that rebuilds "
-              f"tensors and replaces every other object by an inert placeholder.")
+              f"tensors and replaces every other object by an inert stand-in.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
-        return obj, "restricted unpickler (non-tensor objects replaced by placeholders)"
+        return obj, "restricted unpickler (non-tensor objects replaced by inert stand-ins)"
     except Exception as err:
         if not trust:
             raise ConversionError(

@@ -378,7 +378,7 @@ extension SyntheticFaces {
     }
 
     enum BeardStyle {
-        case shaven, stubble, full, goatee
+        case shaven, shadow, full, goatee
     }
 
     struct Glasses {
@@ -515,7 +515,7 @@ extension SyntheticFaces {
             }
 
             let beardDraw = r.nextUniform()
-            beard = beardDraw < 0.1 ? .stubble : beardDraw < 0.2 ? .full : beardDraw < 0.27 ? .goatee : .shaven
+            beard = beardDraw < 0.1 ? .shadow : beardDraw < 0.2 ? .full : beardDraw < 0.27 ? .goatee : .shaven
             beardDensity = r.uniform(0.3, 0.9)
             moustache = r.chance(0.15)
 
@@ -972,7 +972,7 @@ extension SyntheticFaces {
                 // A rounded patch from just above the mouth down over the chin.
                 let chin = ellipseDistance(u - centreX, v - mouthY - 6, chinHalfWidth * 0.75, 13)
                 region = clamp01(0.5 - chin / 2)
-            case .full, .stubble:
+            case .full, .shadow:
                 let jaw = clamp01(0.5 + (n - 0.8) / 0.06) * clamp01(0.5 + (v - top + 14) / 3)
                 region = max(clamp01(0.5 + (v - mouthY + 6) / 3), jaw)
             case .shaven:
@@ -982,7 +982,7 @@ extension SyntheticFaces {
             // A stipple fixed to the face, so the same identity keeps the same beard texture.
             let cell = UInt64(bitPattern: Int64(Int(u * 0.8 + 200))) << 20 ^ UInt64(bitPattern: Int64(Int(v * 0.8 + 200)))
             let hairy: Float = hashUniform(textureSeed, cell) < density ? 1 : 0.6
-            return (inside * region * hairy * (style == .stubble ? 0.45 : 0.92), colour)
+            return (inside * region * hairy * (style == .shadow ? 0.45 : 0.92), colour)
         }
     }
 
