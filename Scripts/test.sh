@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds, runs the single-process tests (`swift test`)
-# and the multi-rank tests under mpirun with 1, 2, 3 and 4 ranks. Ends with `TOTAL: N passed, N failed`.
+# The whole test suite: installs what is missing, builds, runs the single-process tests (`swift test`),
+# the multi-rank tests under mpirun with 1, 2, 3 and 4 ranks, and the trainer's end-to-end tests
+# (Scripts/trainer_tests.sh). Ends with `TOTAL: N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/setup.sh --tests || { echo "TOTAL: 0 passed, 1 failed"; exit 1; }
@@ -39,6 +40,18 @@ for ranks in 1 2 3 4; do
         failed=$((failed + 1))
     fi
 done
+
+# The trainer end to end through mpirun: exact resume, re-partitioning, signals, kill -9, bad configs.
+echo "==> Scripts/trainer_tests.sh"
+bash Scripts/trainer_tests.sh 2>&1 | tee "$log"
+line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+    failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+else
+    echo "the trainer tests ended without a summary"
+    failed=$((failed + 1))
+fi
 
 echo "TOTAL: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

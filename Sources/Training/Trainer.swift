@@ -351,9 +351,13 @@ public final class Trainer {
     /// so that neither depends on which rank wrote it.
     private func averageRunningStatistics(_ store: ParameterStore) throws {
         if world.size == 1 { return }
-        try world.allReduce(store.bufferValues, count: store.bufferCount, .sum)
-        let scale = 1 / Float(world.size)
-        for i in 0..<store.bufferCount { store.bufferValues[i] *= scale }
+        // In Double: the mean of P equal floats then comes back bit-exact for any P (in Float,
+        // (a + a + a)·(1/3) can be 1 ulp off), so averaging statistics that already agree — right
+        // after a resume, or twice at one step — changes nothing.
+        var sums = (0..<store.bufferCount).map { Double(store.bufferValues[$0]) }
+        try world.allReduce(&sums, .sum)
+        let p = Double(world.size)
+        for i in 0..<store.bufferCount { store.bufferValues[i] = Float(sums[i] / p) }
     }
 
     /// Every rank agrees whether the loss and the averaged gradients are finite.
