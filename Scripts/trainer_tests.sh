@@ -305,7 +305,26 @@ test_bad_configs() {
     bad_config bad_config_missing_data 2 "data.train" --config tiny.json --set data.train=no/such/data
 }
 
+# --- 6. A rank that makes no progress ends the job (the watchdog) ----------------------------------
+test_watchdog() {
+    local rc=0 started ended
+    started=$(date +%s)
+    # A step takes about a second here, far over a 0.2 s limit: every rank must stop itself.
+    train 2 watchdog.log --set run_dir=runs/watchdog --set training.timeout_seconds=0.2 --resume none || rc=$?
+    ended=$(date +%s)
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then
+        fail watchdog "expected a prompt non-zero exit, got $rc: $(last_lines watchdog.log)"
+    elif ! grep -q "no progress for" watchdog.log; then
+        fail watchdog "the log does not name the stall: $(last_lines watchdog.log)"
+    elif [ $((ended - started)) -gt 60 ]; then
+        fail watchdog "the job took $((ended - started)) s to end"
+    else
+        pass watchdog
+    fi
+}
+
 test_bad_configs
+test_watchdog
 test_exact_resume
 test_resume_across_rank_counts
 test_sigterm

@@ -151,6 +151,8 @@ public final class Trainer {
                                       compression: config.checkpoint.compression == .zstd
                                         ? .zstd(level: config.checkpoint.compressionLevel) : .none)
         let signals = PreemptionSignals.install()
+        let watchdog = Watchdog(timeout: config.training.timeoutSeconds, rank: rank)
+        defer { watchdog.stop() }
         let loader = BatchLoader(source: source, sampler: sampler, configuration: LoaderConfiguration(
             threads: loaderThreads, queueDepth: config.data.queueDepth, augmentation: augmentationPolicy(config.data),
             seed: UInt64(config.seed), imageSize: net.configuration.inputSize, maxBadFraction: config.data.maxBadFraction))
@@ -181,6 +183,8 @@ public final class Trainer {
         }
 
         func checkpoint(stepInEpoch: Int, reason: String) throws {
+            watchdog.touch("writing the checkpoint of step \(globalStep)")
+            defer { watchdog.touch("training") }
             try averageRunningStatistics(net.store)
             let started = MonotonicClock.now()
             do {
@@ -198,6 +202,7 @@ public final class Trainer {
         training: while epoch < config.training.epochs && globalStep < totalSteps {
             loader.start(epoch: epoch, fromStep: stepInEpoch)
             while stepInEpoch < stepsPerEpoch && globalStep < totalSteps {
+                watchdog.touch("training step \(globalStep + 1)")
                 var t = MonotonicClock.now()
                 let batch = try loader.next()
                 net.input.data.update(from: batch.images, count: net.input.count)
@@ -304,6 +309,8 @@ public final class Trainer {
         }
         if !summary.stoppedBySignal {
             try checkpoint(stepInEpoch: stepInEpoch, reason: "end of training")
+            // Rank 0 evaluates alone; the others wait without a clock.
+            watchdog.stop()
             summary.verification = try validate(net)
         }
         return summary
