@@ -30,6 +30,10 @@ public final class BatchNorm {
     let sums: UnsafeMutablePointer<Double>
     private var lastRows = 0
     private var preparedForTraining = false
+    /// Frozen: training passes normalise with the running statistics (and leave them alone), and
+    /// backward treats the layer as the fixed affine map it then is. Makes every sample's output
+    /// independent of the rest of its batch (fine-tuning, and tests that compare batch splits).
+    public var frozen = false
 
     public init(_ prefix: String, channels: Int, affine: Bool = true, store: ParameterStore) {
         self.channels = channels
@@ -75,7 +79,7 @@ public final class BatchNorm {
         let mean = batchMean.data, invStd = batchInvStd.data, variance = batchVariance.data
         let gamma = weightIndex.map { UnsafePointer(store.value($0)) }
         let beta = biasIndex.map { UnsafePointer(store.value($0)) }
-        if training {
+        if training && !frozen {
             precondition(rows > 1, "BatchNorm in training mode needs more than one value per channel, got \(rows) rows")
             ChannelKernels.meanVariance(x, rows: rows, channels: channels, mean: mean, variance: variance, scratch: sums)
             let rm = runningMean, rv = runningVariance
@@ -142,8 +146,13 @@ public final class BatchNorm {
             let dGammaC = Float(sumDyXc[c]) * invStd[c]   // Σ dy·x̂
             dGamma?[c] = dGammaC
             dBeta?[c] = dBetaC
-            // dx = γ·invstd·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), rewritten as a·dy + b·x + c.
             let a = (gamma?[c] ?? 1) * invStd[c]
+            if frozen {
+                // Fixed statistics: dx = γ·invstd·dy.
+                coefA.data[c] = a; coefB.data[c] = 0; coefC.data[c] = 0
+                continue
+            }
+            // dx = γ·invstd·(dy − Σdy/n − x̂·Σ(dy·x̂)/n), rewritten as a·dy + b·x + c.
             let b = -a * invStd[c] * dGammaC / n
             coefA.data[c] = a
             coefB.data[c] = b

@@ -132,6 +132,12 @@ public final class IResNet {
         outputBN.resetParameters(); linear.resetParameters(&rng); embeddingBN.resetParameters()
     }
 
+    /// Freezes every BatchNorm (see `BatchNorm.frozen`): training passes then use and keep the
+    /// running statistics.
+    public var frozenBatchNorm = false {
+        didSet { for bn in batchNorms { bn.frozen = frozenBatchNorm } }
+    }
+
     public var batchNorms: [BatchNorm] {
         [inputBN] + units.flatMap { $0.batchNorms } + [outputBN, embeddingBN]
     }

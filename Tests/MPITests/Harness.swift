@@ -71,7 +71,7 @@ enum MPITestRunner {
 
     /// Every rank's failure messages, prefixed with the rank, at rank 0.
     private static func gatherMessages(_ failures: [String], world: Communicator) -> [String] {
-        let text = failures.map { "rank \(world.rank): \($0)" }.joined(separator: "\n")
+        let text = failures.map { "rank \(world.rank): \($0)\n" }.joined()
         let bytes = Array(text.utf8)
         var lengths = [Int64](repeating: 0, count: world.size)
         let mine = Int64(bytes.count)
