@@ -45,7 +45,7 @@ let swiftTargets: [Target] = [
     // Image decoding, readers, augmentation, loader.
     .target(name: "DataPipeline", dependencies: ["CTurboJPEG", "Tensors", "Serialization"], swiftSettings: swiftSettings),
     // Verification protocols and embedding extraction.
-    .target(name: "Evaluation", dependencies: ["Tensors", "Layers", "DataPipeline"], swiftSettings: swiftSettings),
+    .target(name: "Evaluation", dependencies: ["Tensors", "Layers", "DataPipeline", "Collectives"], swiftSettings: swiftSettings),
     // The distributed trainer: configuration, schedules, gradient buckets, checkpoints.
     .target(name: "Training",
             dependencies: ["Tensors", "Serialization", "Layers", "Collectives", "Heads", "DataPipeline", "Evaluation"],
@@ -58,7 +58,7 @@ let swiftTargets: [Target] = [
     .executableTarget(name: "adaface-dist", dependencies: ["CLI"], swiftSettings: swiftSettings),
     // Multi-rank tests: MPI can be initialised once per process, so these run under mpirun.
     .executableTarget(name: "adaface-dist-mpi-tests",
-                      dependencies: ["Collectives", "Tensors", "Layers", "Heads", "Training"],
+                      dependencies: ["Collectives", "Tensors", "Layers", "Heads", "Training", "Evaluation", "DataPipeline"],
                       path: "Tests/MPITests", swiftSettings: swiftSettings),
 ]
 
@@ -74,6 +74,8 @@ let testTargets: [Target] = [
                 exclude: ["Fixtures"], swiftSettings: swiftSettings),
     .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline"], exclude: ["Fixtures"],
                 swiftSettings: swiftSettings),
+    .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Serialization", "DataPipeline", "Layers", "Tensors"],
+                exclude: ["Fixtures"], swiftSettings: swiftSettings),
     .testTarget(name: "TrainingTests", dependencies: ["Training", "Collectives", "Serialization", "Layers", "Heads"],
                 swiftSettings: swiftSettings),
     .testTarget(name: "CLITests", dependencies: ["CLI", "Serialization", "Layers", "DataPipeline", "Tensors"],

@@ -7,6 +7,7 @@ public enum AdaFaceDist {
         subcommands: [
             TrainCommand.spec,
             InspectCommand.spec,
+            EvalCommand.spec,
             SynthCommand.spec,
             PackCommand.spec,
             DataCommand.spec,

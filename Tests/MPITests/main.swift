@@ -4,6 +4,7 @@ import Foundation
 
 setvbuf(stdout, nil, _IOLBF, 0)
 let filter = CommandLine.arguments.dropFirst().first
-let status = MPITestRunner.run(collectiveTests + headTests + bucketTests + dataParallelTests, filter: filter)
+let status = MPITestRunner.run(collectiveTests + headTests + bucketTests + dataParallelTests + extractionTests,
+                                  filter: filter)
 MPIRuntime.finalize()
 exit(status)
