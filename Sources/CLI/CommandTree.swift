@@ -8,6 +8,7 @@ public enum AdaFaceDist {
             TrainCommand.spec,
             InspectCommand.spec,
             EvalCommand.spec,
+            EvalIJBCommand.spec,
             SynthCommand.spec,
             PackCommand.spec,
             DataCommand.spec,

@@ -5,12 +5,14 @@ import Layers
 import Tensors
 
 public enum EmbeddingExtractor {
-    /// Flip-fused unit embeddings of `images` [count × D] for the images in `indices` of `set`.
+    /// Flip-fused unit embeddings [count × D] of the images in `indices` of `set`. `batch` images (and
+    /// their mirrors) per pass when the network is not prepared yet; otherwise its prepared capacity.
     public static func flipFused(_ set: VerificationSet, indices: Range<Int>, network net: IResNet,
                                  batch: Int = 32) throws -> [Float] {
         let size = net.configuration.inputSize, d = net.configuration.embeddingSize
         let pixelsPerImage = size * size * 3
-        net.prepare(batchCapacity: max(net.batchCapacity, 2 * min(batch, max(indices.count, 1))))
+        // A network already prepared (for training) is used as it is: no second set of activations.
+        if net.batchCapacity < 2 { net.prepare(batchCapacity: 2 * min(batch, max(indices.count, 1))) }
         let capacity = net.batchCapacity / 2
         let decoder = try ImageDecoder()
         var pixels = [UInt8](repeating: 0, count: pixelsPerImage)

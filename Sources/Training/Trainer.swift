@@ -150,6 +150,8 @@ public final class Trainer {
                                       protectedStep: resumedFrom,
                                       compression: config.checkpoint.compression == .zstd
                                         ? .zstd(level: config.checkpoint.compressionLevel) : .none)
+        let validationSets = try config.validation.bins.map { try VerificationSet.read(path: $0) }
+        var bestAccuracy = -1.0
         let signals = PreemptionSignals.install()
         let watchdog = Watchdog(timeout: config.training.timeoutSeconds, rank: rank)
         defer { watchdog.stop() }
@@ -197,6 +199,40 @@ public final class Trainer {
                 say("checkpoint failed: \(error)")
                 if config.checkpoint.onDiskFull == .stop { throw error }
             }
+        }
+
+        /// Verification on the configured sets, extraction shared by the ranks; rank 0 reports, logs
+        /// the results to the metrics file and marks the best checkpoint by the mean accuracy.
+        func runValidation(reason: String) throws {
+            if validationSets.isEmpty { return }
+            watchdog.touch("validating at step \(globalStep)")
+            try averageRunningStatistics(net.store)
+            var accuracies: [Double] = []
+            var results: [(name: String, accuracy: Double, std: Double)] = []
+            for set in validationSets {
+                let result = try DistributedExtraction.verify(set, network: net, group: world, batch: config.validation.batch)
+                accuracies.append(result.accuracyMean)
+                results.append((set.name, result.accuracyMean, result.accuracyStd))
+                say(String(format: "verification %@ (step %d, %@): %.2f%% ± %.2f (%d pairs, threshold %.2f)", set.name,
+                           globalStep, reason, 100 * result.accuracyMean, 100 * result.accuracyStd, set.pairCount,
+                           result.bestThreshold))
+                try metrics.write([("step", "\(globalStep)"), ("rank", "\(rank)"), ("validation", jsonQuoted(set.name)),
+                                   ("accuracy", JSONNumber.format(result.accuracyMean)),
+                                   ("accuracy_std", JSONNumber.format(result.accuracyStd)),
+                                   ("threshold", JSONNumber.format(result.bestThreshold))])
+            }
+            summary.verification = results
+            let mean = accuracies.reduce(0, +) / Double(accuracies.count)
+            if mean > bestAccuracy, let directory = summary.lastCheckpoint, rank == 0 {
+                bestAccuracy = mean
+                let sets = results.map { "{\"name\":\(jsonQuoted($0.name)),\"accuracy\":\(JSONNumber.format($0.accuracy))}" }
+                let json = "{\"step\":\(globalStep),\"mean_accuracy\":\(JSONNumber.format(mean)),\"checkpoint\":"
+                    + "\(jsonQuoted(directory)),\"sets\":[\(sets.joined(separator: ","))]}\n"
+                try AtomicFile.write(Array(json.utf8), to: checkpointRoot + "/best.json")
+                say(String(format: "best so far: mean verification accuracy %.2f%% at step %d (%@/best.json)",
+                           100 * mean, globalStep, checkpointRoot))
+            }
+            watchdog.touch("training")
         }
 
         training: while epoch < config.training.epochs && globalStep < totalSteps {
@@ -295,6 +331,9 @@ public final class Trainer {
                 if config.checkpoint.everySteps > 0 && globalStep % config.checkpoint.everySteps == 0 {
                     try checkpoint(stepInEpoch: stepInEpoch, reason: "every \(config.checkpoint.everySteps) steps")
                 }
+                if config.validation.everySteps > 0 && globalStep % config.validation.everySteps == 0 && globalStep < totalSteps {
+                    try runValidation(reason: "every \(config.validation.everySteps) steps")
+                }
             }
             loader.stop()
             if stepInEpoch >= stepsPerEpoch {
@@ -305,13 +344,14 @@ public final class Trainer {
                 if config.checkpoint.atEpochEnd && globalStep < totalSteps {
                     try checkpoint(stepInEpoch: 0, reason: "end of epoch \(epoch - 1)")
                 }
+                if config.validation.atEpochEnd && globalStep < totalSteps {
+                    try runValidation(reason: "end of epoch \(epoch - 1)")
+                }
             }
         }
         if !summary.stoppedBySignal {
             try checkpoint(stepInEpoch: stepInEpoch, reason: "end of training")
-            // Rank 0 evaluates alone; the others wait without a clock.
-            watchdog.stop()
-            summary.verification = try validate(net)
+            try runValidation(reason: "end of training")
         }
         return summary
     }
@@ -396,20 +436,6 @@ public final class Trainer {
             }
             return checkpoint
         }
-    }
-
-    /// Verification accuracy on the configured .bin sets (rank 0 evaluates).
-    private func validate(_ net: IResNet) throws -> [(name: String, accuracy: Double, std: Double)] {
-        var results: [(name: String, accuracy: Double, std: Double)] = []
-        guard world.rank == 0 else { return results }
-        for path in configuration.validation.bins {
-            let set = try VerificationSet.read(path: path)
-            let result = try EmbeddingExtractor.verify(set, network: net, batch: configuration.validation.batch)
-            results.append((set.name, result.accuracyMean, result.accuracyStd))
-            log(String(format: "verification %@: %.2f%% ± %.2f (%d pairs, threshold %.2f)", set.name,
-                       100 * result.accuracyMean, 100 * result.accuracyStd, set.pairCount, result.bestThreshold))
-        }
-        return results
     }
 }
 

@@ -117,7 +117,7 @@ final class IJBProtocolTests: XCTestCase {
             var sum = 0
             for i in 0..<render.count { sum += abs(Int(aligned[i]) - Int(render[i])) }
             let error = Double(sum) / Double(render.count)
-            XCTAssertLessThan(error, 8, "\(image.name)")
+            XCTAssertLessThan(error, 5, "\(image.name)")
             alignedFaces.append(aligned)
         }
         // A stand-in feature: one-hot of the identity of the nearest render in the tree (nearest
