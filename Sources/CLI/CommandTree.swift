@@ -9,6 +9,7 @@ public enum AdaFaceDist {
             InspectCommand.spec,
             EvalCommand.spec,
             EvalIJBCommand.spec,
+            AnalyzeNormsCommand.spec,
             SynthCommand.spec,
             PackCommand.spec,
             DataCommand.spec,
