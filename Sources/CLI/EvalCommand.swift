@@ -93,6 +93,10 @@ enum EvalCommand {
                         .joined(separator: ",") + "}"),
                     ("fold_accuracies", "[" + row.result.foldAccuracies.map { JSONLine.number($0, digits: 6) }
                         .joined(separator: ",") + "]"),
+                    ("roc", JSONLine.render([
+                        ("fpr", "[" + row.result.roc.fpr.map { JSONLine.number($0, digits: 6) }.joined(separator: ",") + "]"),
+                        ("tpr", "[" + row.result.roc.tpr.map { JSONLine.number($0, digits: 6) }.joined(separator: ",") + "]"),
+                    ])),
                 ])
             }
             let json = JSONLine.render([("model", JSONLine.string(source)), ("world_size", "\(world.size)"),
