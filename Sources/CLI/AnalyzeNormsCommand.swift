@@ -41,25 +41,7 @@ enum AnalyzeNormsCommand {
         let dir = try args.requiredString("data")
         let batch = try args.requiredInt("batch", min: 1)
         try CommonOptions.applyThreads(args)
-        let net: IResNet, source: String
-        if let path = args.string("checkpoint") {
-            let checkpoint = try EvalCommand.resolveCheckpoint(path, group: SingleProcessGroup())
-            let archName = try args.string("arch") ?? TrainingConfiguration(
-                jsonText: checkpoint.trainerState.configJSON, source: checkpoint.directory).model.arch.rawValue
-            guard let arch = IResNetArchitecture(name: archName) else { throw UsageError("unknown --arch '\(archName)'") }
-            net = IResNet(arch)
-            try checkpoint.loadBackbone(into: net.store)
-            source = checkpoint.directory
-        } else if let weights = args.string("weights") {
-            guard let name = args.string("arch"), let arch = IResNetArchitecture(name: name) else {
-                throw UsageError("--weights needs --arch")
-            }
-            net = IResNet(arch)
-            try net.store.readSafeTensors(from: weights)
-            source = weights
-        } else {
-            throw UsageError("give --checkpoint DIR or --weights FILE")
-        }
+        let (net, source) = try ModelSource.load(args, group: SingleProcessGroup())
         let set = try VerificationSet.read(path: dir + "/val.bin")
         let quality = try readValidationQuality(dir + "/quality.csv", images: 2 * set.pairCount)
 

@@ -41,26 +41,7 @@ enum EvalCommand {
         let threads = try args.int("threads", min: 1) ?? max(1, ProcessInfo.processInfo.activeProcessorCount / node.size)
         ComputeThreads.configure(threads)
 
-        let net: IResNet
-        let source: String
-        if let checkpointPath = args.string("checkpoint") {
-            let checkpoint = try resolveCheckpoint(checkpointPath, group: world)
-            let archName = try args.string("arch") ?? TrainingConfiguration(
-                jsonText: checkpoint.trainerState.configJSON, source: checkpoint.directory).model.arch.rawValue
-            guard let arch = IResNetArchitecture(name: archName) else { throw UsageError("unknown --arch '\(archName)'") }
-            net = IResNet(arch)
-            try checkpoint.loadBackbone(into: net.store)
-            source = checkpoint.directory
-        } else if let weights = args.string("weights") {
-            guard let archName = args.string("arch"), let arch = IResNetArchitecture(name: archName) else {
-                throw UsageError("--weights needs --arch ir18|ir34|ir50|ir100")
-            }
-            net = IResNet(arch)
-            try net.store.readSafeTensors(from: weights)
-            source = weights
-        } else {
-            throw UsageError("give --checkpoint DIR or --weights FILE")
-        }
+        let (net, source) = try ModelSource.load(args, group: world)
 
         var rows: [(name: String, pairs: Int, result: VerificationResult, seconds: Double)] = []
         for path in bins {
@@ -106,16 +87,5 @@ enum EvalCommand {
             print("wrote \(jsonPath)")
         }
         return 0
-    }
-
-    /// A checkpoint directory that verifies, or the newest verified one under a root.
-    static func resolveCheckpoint(_ path: String, group: CollectiveGroup) throws -> Checkpoint {
-        let direct = try CheckpointStore.verify(directory: path, group: group)
-        if let checkpoint = direct.checkpoint { return checkpoint }
-        let (latest, _) = try CheckpointStore.latestValid(root: path, group: group)
-        guard let checkpoint = latest else {
-            throw CommandExit(code: 1, message: "\(path): no verified checkpoint (\(direct.problems.joined(separator: "; ")))")
-        }
-        return checkpoint
     }
 }

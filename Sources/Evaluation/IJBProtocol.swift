@@ -230,41 +230,15 @@ public enum IJBProtocol {
     /// each scaled back by its norm, are summed. `progress` gets the number of images done.
     public static func networkFeatures(root: String, meta: IJBMeta, network net: IResNet, batch: Int = 32,
                                        progress: ((Int) -> Void)? = nil) throws -> [Float] {
-        let size = net.configuration.inputSize, d = net.configuration.embeddingSize
+        let size = net.configuration.inputSize
         guard size == FaceAlignment.outputSize else {
             throw IJBError("the network takes \(size)×\(size) inputs; IJB faces are aligned to \(FaceAlignment.outputSize)")
         }
-        let pixelsPerImage = size * size * 3
-        net.prepare(batchCapacity: max(net.batchCapacity, 2 * max(1, min(batch, meta.images.count))))
-        let capacity = net.batchCapacity / 2
         let decoder = try ImageDecoder()
-        var features = [Float](repeating: 0, count: meta.images.count * d)
-        var start = 0
-        while start < meta.images.count {
-            let count = min(capacity, meta.images.count - start)
-            for j in 0..<count {
-                let face = try alignedFace(root: root, image: meta.images[start + j], decoder: decoder)
-                let original = net.input.data + (2 * j) * pixelsPerImage
-                InputNormalization.normalize(bgr: face, count: pixelsPerImage, into: original)
-                let mirror = original + pixelsPerImage
-                for y in 0..<size {
-                    for x in 0..<size {
-                        let from = original + (y * size + x) * 3, to = mirror + (y * size + size - 1 - x) * 3
-                        to[0] = from[0]; to[1] = from[1]; to[2] = from[2]
-                    }
-                }
-            }
-            net.forward(batch: 2 * count, training: false)
-            for j in 0..<count {
-                let a = net.embeddings.data + 2 * j * d, b = a + d
-                let na = net.norms.data[2 * j], nb = net.norms.data[2 * j + 1]
-                let row = (start + j) * d
-                for c in 0..<d { features[row + c] = a[c] * na + b[c] * nb }
-            }
-            start += count
-            progress?(start)
-        }
-        return features
+        return try EmbeddingExtractor.flipFusedFeatures(count: meta.images.count, network: net, batch: batch, fill: { i, pixels in
+            let face = try alignedFace(root: root, image: meta.images[i], decoder: decoder)
+            _ = pixels.update(from: face)
+        }, progress: progress)
     }
 
     /// Reads and aligns one loose crop of `root` to a 112×112 BGR face.
