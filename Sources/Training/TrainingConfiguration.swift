@@ -549,7 +549,7 @@ extension TrainingConfiguration {
       "validation": {
         "bins": ["data/synth/val.bin"],
         "every_steps": 0,
-        "at_epoch_end": true,
+        "at_epoch_end": false,
         "batch": 64
       }
     }
