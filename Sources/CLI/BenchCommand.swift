@@ -8,7 +8,7 @@ enum BenchCommand {
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Measure the speed of parts of the system.",
-        subcommands: [backbone, BenchHeadCommand.spec, BenchLoaderCommand.spec])
+        subcommands: [backbone, BenchHeadCommand.spec, BenchLoaderCommand.spec, BenchAllReduceCommand.spec])
 
     static let backbone = CommandSpec(
         name: "backbone",
