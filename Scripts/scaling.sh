@@ -127,7 +127,7 @@ sys.exit(code)' "$bin" train --config "runs/$tag/config.json" --resume none)
     echo "    $((SECONDS - started)) s"
     # The final checkpoint is not part of the study; the head alone is ~0.8 GB at 205,990 classes.
     rm -rf "runs/$tag/checkpoints"
-    echo "$mode $arch $head $rate $p $batch $hosts" >"runs/$tag/run.txt"
+    echo "$mode $arch $head $rate $p $batch $hosts $classes" >"runs/$tag/run.txt"
 }
 
 if [ "$hosts" = netns ]; then

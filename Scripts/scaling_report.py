@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarise the runs of Scripts/scaling.sh into a CSV and a PNG.
 
-Each run folder holds run.txt ("mode arch head sample_rate ranks global_batch hosts"), the ranks'
+Each run folder holds run.txt ("mode arch head sample_rate ranks global_batch hosts classes"), the ranks'
 metrics (metrics/rank-NNNNN.jsonl, one line per step with the time split) and rss-rankN (peak
 resident bytes of each rank). The first step is a warm-up and is left out.
 
@@ -23,7 +23,7 @@ PARTS = ["data_s", "forward_s", "head_s", "backward_s", "communication_s", "upda
 
 def load_run(folder):
     with open(os.path.join(folder, "run.txt")) as f:
-        mode, arch, head, rate, ranks, batch, hosts = f.read().split()
+        mode, arch, head, rate, ranks, batch, hosts, classes = f.read().split()
     ranks, batch = int(ranks), int(batch)
     steps = {}
     for path in sorted(glob.glob(os.path.join(folder, "metrics", "rank-*.jsonl"))):
@@ -44,7 +44,7 @@ def load_run(folder):
         with open(path) as f:
             rss.append(int(f.read().strip()))
     return {
-        "mode": mode, "arch": arch, "head": head, "sample_rate": float(rate), "hosts": hosts,
+        "mode": mode, "arch": arch, "head": head, "sample_rate": float(rate), "classes": int(classes), "hosts": hosts,
         "ranks": ranks, "local_batch": batch // ranks, "global_batch": batch, "steps": len(measured),
         "step_s": step_s, "images_per_s": batch / step_s, "images_per_s_per_rank": batch / step_s / ranks,
         **split, "peak_rss_mb_max": max(rss) / 2**20 if rss else float("nan"),
@@ -60,7 +60,7 @@ def add_efficiency(rows, cores):
 
 
 def write_csv(rows, path):
-    columns = ["mode", "arch", "head", "sample_rate", "hosts", "ranks", "cores_used", "local_batch", "global_batch",
+    columns = ["mode", "arch", "head", "sample_rate", "classes", "hosts", "ranks", "cores_used", "local_batch", "global_batch",
                "steps", "step_s", "images_per_s", "images_per_s_per_rank", "efficiency", *PARTS, "peak_rss_mb_max"]
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
