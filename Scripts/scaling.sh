@@ -12,9 +12,9 @@
 #
 # Usage: bash Scripts/scaling.sh [--out DIR] [--archs ir18,ir50] [--heads full,pfc] [--ranks 1,2,4]
 #                                [--modes strong,weak] [--steps 3] [--classes 205990]
-#                                [--hosts local|netns] [--netem "rate 10gbit delay 50us"] [--smoke]
+#                                [--hosts local|netns] [--rate 10gbit] [--delay 50us] [--smoke]
 #   --hosts netns runs the ranks on the network-namespace hosts of cluster/local (one host per rank,
-#   TCP only, no shared memory); --netem shapes their links.
+#   TCP only, no shared memory); --rate and --delay shape their links (tc).
 #   --smoke is a one-minute check of the script itself: IR-18, 1,000 classes, P = 1, 2, strong only.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +30,8 @@ classes=205990
 strong_batch=64
 weak_batch=32
 hosts=local
-netem=""
+link_rate=""
+link_delay=""
 while [ $# -gt 0 ]; do
     case $1 in
         --out) out=$2; shift 2 ;;
@@ -43,7 +44,8 @@ while [ $# -gt 0 ]; do
         --strong-batch) strong_batch=$2; shift 2 ;;
         --weak-batch) weak_batch=$2; shift 2 ;;
         --hosts) hosts=$2; shift 2 ;;
-        --netem) netem=$2; shift 2 ;;
+        --rate) link_rate=$2; shift 2 ;;
+        --delay) link_delay=$2; shift 2 ;;
         --smoke) archs=ir18; heads=full; ranks_list=1,2; modes=strong; steps=2; classes=1000; strong_batch=8
                  out=${out%/}-smoke; shift ;;
         -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -65,6 +67,8 @@ cd "$out" || exit 1
 mpi_flags=(--oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
 export OPENBLAS_NUM_THREADS=1
+# The study's own namespace hosts, apart from any other harness on the machine.
+export NETNS_PREFIX=${NETNS_PREFIX:-adfscale} NETNS_SUBNET=${NETNS_SUBNET:-10.214.0.0/24}
 
 netns_up=0
 teardown() { [ "$netns_up" = 1 ] && bash "$repo/cluster/local/netns.sh" down >/dev/null 2>&1; }
@@ -115,7 +119,7 @@ with open(os.environ["SCALING_RSS"] + "/rss-rank" + rank, "w") as f:
     f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024) + "\n")
 sys.exit(code)' "$bin" train --config "runs/$tag/config.json" --resume none)
     local launcher=(mpirun "${mpi_flags[@]}" -x OPENBLAS_NUM_THREADS -x SCALING_RSS -n "$p")
-    [ "$hosts" = netns ] && launcher=(bash "$repo/cluster/local/mpirun.sh" -x SCALING_RSS -n "$p" --)
+    [ "$hosts" = netns ] && launcher=(bash "$repo/cluster/local/mpirun.sh" -x OPENBLAS_NUM_THREADS -x SCALING_RSS -n "$p" --)
     echo "==> $tag: global batch $batch ($((batch / p)) per rank), $classes classes, sample rate $rate, $((steps + 1)) steps"
     local started=$SECONDS
     if ! SCALING_RSS="$out/runs/$tag" "${launcher[@]}" "${rank_cmd[@]}" >"runs/$tag/train.log" 2>&1; then
@@ -131,7 +135,7 @@ sys.exit(code)' "$bin" train --config "runs/$tag/config.json" --resume none)
 }
 
 if [ "$hosts" = netns ]; then
-    bash "$repo/cluster/local/netns.sh" up "$max_ranks" ${netem:+--netem "$netem"} || exit 1
+    bash "$repo/cluster/local/netns.sh" up "$max_ranks" ${link_rate:+--rate "$link_rate"} ${link_delay:+--delay "$link_delay"} || exit 1
     netns_up=1
 fi
 
@@ -152,7 +156,7 @@ done
 
 {
     echo "machine: $(lscpu | sed -nE 's/^Model name: +//p'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
-    echo "command: bash Scripts/scaling.sh --archs $archs --heads $heads --ranks $ranks_list --modes $modes --steps $steps --classes $classes --hosts $hosts${netem:+ --netem \"$netem\"}"
+    echo "command: bash Scripts/scaling.sh --archs $archs --heads $heads --ranks $ranks_list --modes $modes --steps $steps --classes $classes --hosts $hosts${link_rate:+ --rate $link_rate}${link_delay:+ --delay $link_delay}"
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
 } >machine.txt
 python3 "$repo/Scripts/scaling_report.py" --runs runs --cores "$(nproc)" --csv scaling.csv --plot scaling.png || failures=$((failures + 1))
