@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libzstd-dev libturbojpeg0-dev procps)
+# iproute2 (ip, tc, ss) for the network-namespace hosts of cluster/local.
+packages=(pkg-config libopenmpi-dev openmpi-bin libopenblas-dev libzstd-dev libturbojpeg0-dev procps iproute2)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -11,6 +11,19 @@ failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+# add_summary NAME: adds the `N passed, N failed` line of $log to the totals (a missing line is a failure).
+add_summary() {
+    local line
+    line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+        failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+    else
+        echo "$1 ended without a summary"
+        failed=$((failed + 1))
+    fi
+}
+
 echo "==> swift test"
 swift test -c release --skip-build 2>&1 | tee "$log"
 summary=$(grep -E "^[[:space:]]*Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1)
@@ -31,27 +44,19 @@ for ranks in 1 2 3 4; do
     echo "==> mpirun -n $ranks adaface-dist-mpi-tests"
     OPENBLAS_NUM_THREADS=1 timeout 900 mpirun "${mpi_flags[@]}" -n "$ranks" \
         .build/release/adaface-dist-mpi-tests 2>&1 | tee "$log"
-    line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
-    if [ -n "$line" ]; then
-        passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
-        failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
-    else
-        echo "the $ranks-rank run ended without a summary"
-        failed=$((failed + 1))
-    fi
+    add_summary "the $ranks-rank run"
 done
 
 # The trainer end to end through mpirun: exact resume, re-partitioning, signals, kill -9, bad configs.
 echo "==> Scripts/trainer_tests.sh"
 bash Scripts/trainer_tests.sh 2>&1 | tee "$log"
-line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" "$log" | tail -n 1)
-if [ -n "$line" ]; then
-    passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
-    failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
-else
-    echo "the trainer tests ended without a summary"
-    failed=$((failed + 1))
-fi
+add_summary "the trainer tests"
+
+# The Slurm template (syntax, dry run, requeue on USR1) and the multi-host harness: training across
+# network-namespace hosts over TCP, teardown after a killed rank.
+echo "==> Scripts/cluster_tests.sh"
+bash Scripts/cluster_tests.sh 2>&1 | tee "$log"
+add_summary "the cluster tests"
 
 echo "TOTAL: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
