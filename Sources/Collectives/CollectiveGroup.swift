@@ -15,6 +15,12 @@ public protocol CollectiveGroup: AnyObject {
     /// Starts an in-place all-reduce; the buffer stays untouched by the caller until it completes.
     func startAllReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
                                              _ op: ReductionOperation) throws -> CollectiveRequest
+    /// Whether another thread may make this group's calls while the creating thread makes none.
+    var allowsCallsFromAnotherThread: Bool { get }
+}
+
+extension CollectiveGroup {
+    public var allowsCallsFromAnotherThread: Bool { false }
 }
 
 /// A non-blocking collective in flight.
@@ -27,6 +33,8 @@ public protocol CollectiveRequest: AnyObject {
 extension PendingCollective: CollectiveRequest {}
 
 extension Communicator: CollectiveGroup {
+    public var allowsCallsFromAnotherThread: Bool { MPIRuntime.serializedThreadsSupported }
+
     public func startAllReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int,
                                                     _ op: ReductionOperation) throws -> CollectiveRequest {
         try allReduceNonBlocking(buffer, count: count, op)
@@ -42,6 +50,7 @@ final class CompletedRequest: CollectiveRequest {
 /// A world of one process: every collective is the identity (or a copy).
 public final class SingleProcessGroup: CollectiveGroup {
     public init() {}
+    public var allowsCallsFromAnotherThread: Bool { true }
     public var rank: Int { 0 }
     public var size: Int { 1 }
     public func allReduce<T: CollectiveScalar>(_ buffer: UnsafeMutablePointer<T>, count: Int, _ op: ReductionOperation) {}

@@ -61,6 +61,8 @@ extension ReductionOperation {
 /// `mpirun` becomes a singleton world of size 1.
 public enum MPIRuntime {
     nonisolated(unsafe) private static var worldCommunicator: Communicator?
+    /// Whether MPI lets a second thread make calls while the first makes none (MPI_THREAD_SERIALIZED).
+    nonisolated(unsafe) public private(set) static var serializedThreadsSupported = false
 
     public static func world() throws -> Communicator {
         if let w = worldCommunicator { return w }
@@ -68,9 +70,13 @@ public enum MPIRuntime {
         MPI_Initialized(&initialized)
         if initialized == 0 {
             var provided: Int32 = 0
-            // FUNNELED: only the main thread calls MPI; compute threads never do.
-            try mpiCall("MPI_Init_thread", MPI_Init_thread(nil, nil, cmpi_thread_funneled(), &provided))
+            // SERIALIZED: the main thread and the gradient buckets' progress thread both call MPI,
+            // never at the same time (the buckets hand over between them); compute threads never do.
+            try mpiCall("MPI_Init_thread", MPI_Init_thread(nil, nil, cmpi_thread_serialized(), &provided))
         }
+        var level: Int32 = 0
+        try mpiCall("MPI_Query_thread", MPI_Query_thread(&level))
+        serializedThreadsSupported = level >= cmpi_thread_serialized()
         let w = try Communicator(handle: cmpi_comm_world(), owned: false)
         worldCommunicator = w
         return w
