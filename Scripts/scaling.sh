@@ -90,6 +90,7 @@ fi
 run_one() {
     local mode=$1 arch=$2 head=$3 p=$4
     local tag="$mode-$arch-$head-p$p" rate=1.0 batch
+    [ "$hosts" = netns ] && tag="$tag-netns"
     [ "$head" = pfc ] && rate=0.1
     if [ "$mode" = strong ]; then batch=$strong_batch; else batch=$((weak_batch * p)); fi
     if [ $((batch % p)) -ne 0 ] || [ $((batch / p)) -lt 2 ]; then
