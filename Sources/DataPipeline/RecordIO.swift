@@ -415,6 +415,10 @@ public final class RecordIODataSet: SampleSource, @unchecked Sendable {
         explicitKeys.isEmpty ? firstKey + index : explicitKeys[index]
     }
 
+    public func recordDescription(_ index: Int) -> String {
+        index >= 0 && index < count ? "\(recordPath) key \(key(of: index))" : "\(recordPath) sample \(index)"
+    }
+
     public func label(of index: Int) throws -> Int {
         try checkIndex(index)
         if !preloadedLabels.isEmpty, preloadedLabels[index] >= 0 { return Int(preloadedLabels[index]) }

@@ -87,6 +87,7 @@ final class ImageFolderTests: XCTestCase {
         DataSetTesting.assertFails(.unreadable, mentioning: "a/0.jpg", "dangling link") { try DataSetTesting.bytes(set, 0) }
         DataSetTesting.assertFails(.unreadable, mentioning: "a/2.jpg is not a regular file", "FIFO") { try DataSetTesting.bytes(set, 2) }
         DataSetTesting.assertSameBytes(try DataSetTesting.bytes(set, 3), try DataSetTesting.image(3))
+        XCTAssertEqual(set.recordDescription(2), root + "/a/2.jpg")
     }
 
     func testInspectionOfAFolderSet() throws {
