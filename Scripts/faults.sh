@@ -246,12 +246,41 @@ kill_trial() {
     if [ $equal = yes ]; then pass "trial$i"; else fail "trial$i" "final checkpoint differs: $(head -n 3 "kill$i.cmp" | tr '\n' ' ')"; fi
     rm -rf "$run"
 }
+# kill -9 of mpirun itself: its ranks must not live on as orphans (they would keep writing checkpoints
+# beside a relaunched job), and the resume must be exact.
+mpirun_killed() {
+    local name=mpirun_killed run=runs/mk log=mk.log
+    start 2 "$log" --set run_dir="$run"
+    if ! wait_for "$RUN_TIMEOUT" logged_step "$log" 3; then kill -9 "$MPIRUN"; fail $name "no step 3"; return; fi
+    local ranks t0 left=1
+    ranks=$(rank_pids "$MPIRUN" 2 | tr '\n' ' ')
+    t0=$(now)
+    kill -9 "$MPIRUN"
+    wait "$MPIRUN" 2>/dev/null
+    local deadline=$((SECONDS + PROMPT_EXIT))
+    while [ $SECONDS -lt $deadline ]; do
+        left=0
+        for pid in $ranks; do [ -d "/proc/$pid" ] && [ "$(cut -d' ' -f3 "/proc/$pid/stat" 2>/dev/null)" != Z ] && left=1; done
+        [ $left = 0 ] && break
+        sleep 0.05
+    done
+    local secs
+    secs=$(seconds_between "$t0" "$(now)")
+    if [ $left = 1 ]; then fail $name "rank processes $ranks outlived mpirun by $PROMPT_EXIT s"; return; fi
+    if ! train 2 mk.resume.log --set run_dir="$run" --resume auto ||
+        ! identical "$ref2" "$(checkpoint_in_log mk.resume.log "end of training")" mk.cmp; then
+        fail $name "the resume did not finish identically: $(last_lines mk.resume.log)"; return
+    fi
+    echo "  $name: kill -9 of mpirun after step 3: both ranks gone $secs s later; resumed, final weights identical"
+    pass $name
+}
 row_kill9() {
     current_row=kill9
     need_ref2 || { fail reference "the uninterrupted run failed: $(last_lines ref2.log)"; return; }
     local i
     for ((i = 1; i <= TRIALS; i++)); do kill_trial "$i"; done
-    note "$TRIALS trials (seed $SEED), $kill_during during a checkpoint write; job ended ≤ ${kill_max} s after the kill"
+    [ $quick = 0 ] && mpirun_killed
+    note "$TRIALS trials (seed $SEED), $kill_during during a checkpoint write; job ended ≤ ${kill_max} s after the kill$([ $quick = 0 ] && echo '; + kill -9 of mpirun')"
 }
 
 # --- SIGTERM / SIGUSR1 ---------------------------------------------------------------------------
