@@ -368,7 +368,11 @@ row_signal() {
         signal_trial sigterm_every_rank_2 TERM all; n=$((n + 1))
         mpirun_sigterm; n=$((n + 1))
     fi
-    note "$n trials: SIGTERM to every rank or one rank, SIGUSR1 to mpirun or one rank$([ $quick = 0 ] && echo '; SIGTERM to mpirun recorded')"
+    if [ $quick = 1 ]; then
+        note "$n trials: SIGTERM to every rank, SIGUSR1 to mpirun"
+    else
+        note "$n trials: SIGTERM to every rank (2) or one rank, SIGUSR1 to mpirun or one rank; SIGTERM to mpirun recorded"
+    fi
 }
 
 # --- Damaged checkpoints -------------------------------------------------------------------------
@@ -642,7 +646,7 @@ row_nonfinite() {
     else
         fail no_checkpoint_holds_nan_or_inf "$(head -n 3 scan.txt 2>/dev/null | tr '\n' ' ')"
     fi
-    note "loss and gradient skipped without a trace, abort, max_skipped_steps, NaN weight refused by the writer or caught as a replica mismatch; every checkpoint scanned finite"
+    note "loss and gradient skipped without a trace, abort$([ $quick = 0 ] && echo ' (loss and gradient), max_skipped_steps'), NaN weight refused by the writer or caught as a replica mismatch; every checkpoint scanned finite"
 }
 
 # --- Resume at another rank count after a crash -----------------------------------------------------
