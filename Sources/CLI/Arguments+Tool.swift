@@ -22,7 +22,8 @@ public enum CommandLineTool {
     }
 
     /// Parses `arguments` (without the program name) against `root`, then prints help to `stdout`
-    /// (exit 0), prints a usage error to `stderr` (exit 64), or runs the innermost command.
+    /// (exit 0), prints a usage error to `stderr` (exit 64, or the command's own usage exit code),
+    /// or runs the innermost command.
     public static func run<Output: TextOutputStream, ErrorOutput: TextOutputStream>(
         _ root: CommandSpec, arguments: [String],
         stdout: inout Output, stderr: inout ErrorOutput
@@ -33,7 +34,7 @@ public enum CommandLineTool {
             return 0
         case .failure(let error, let stack):
             stderr.write(HelpFormatter.error(error, stack: stack) + "\n")
-            return usageErrorExitCode
+            return stack.last?.usageErrorExitCode ?? usageErrorExitCode
         case .run(let parsed, let command):
             guard let body = command.run else {
                 preconditionFailure("the parser only selects commands that can run")
@@ -43,7 +44,7 @@ public enum CommandLineTool {
             } catch let error as UsageError {
                 let stack = commandStack(root, path: parsed.commandPath)
                 stderr.write(HelpFormatter.error(error, stack: stack) + "\n")
-                return usageErrorExitCode
+                return stack.last?.usageErrorExitCode ?? usageErrorExitCode
             } catch let exit as CommandExit {
                 if let message = exit.message { stderr.write("Error: \(message)\n") }
                 return exit.code

@@ -23,16 +23,21 @@ public struct CommandSpec {
     /// Returns the exit code. A command without `run` prints its help, as swift-argument-parser's
     /// default `run()` does for command groups.
     public let run: ((ParsedArguments) throws -> Int32)?
+    /// Exit code of a usage error in this command: 64 (EX_USAGE) unless the command documents
+    /// another (`train` uses 2 for every mistake in how it was started, configuration or arguments).
+    public let usageErrorExitCode: Int32
 
     public init(name: String, abstract: String, discussion: String? = nil,
                 arguments: [ArgumentSpec] = [], options: [OptionSpec] = [],
-                subcommands: [CommandSpec] = [], run: ((ParsedArguments) throws -> Int32)? = nil) {
+                subcommands: [CommandSpec] = [], usageErrorExitCode: Int32 = CommandLineTool.usageErrorExitCode,
+                run: ((ParsedArguments) throws -> Int32)? = nil) {
         self.name = name
         self.abstract = abstract
         self.discussion = discussion
         self.arguments = arguments
         self.options = options
         self.subcommands = subcommands
+        self.usageErrorExitCode = usageErrorExitCode
         self.run = run
         validate()
     }

@@ -12,7 +12,9 @@ public struct LoaderConfiguration: Sendable {
     public var augmentation: AugmentationPolicy
     public var seed: UInt64
     public var imageSize: Int
-    /// The run stops with an error once more than this fraction of the samples read were bad.
+    /// The run stops with an error once more than this fraction of the records read were bad; the
+    /// fraction is judged over at least `min(256, the rank's samples per epoch)` records, so a few
+    /// bad records at the start of an epoch do not stop a run whose data is mostly sound.
     public var maxBadFraction: Double
 
     public init(threads: Int = 2, queueDepth: Int = 2, augmentation: AugmentationPolicy = .adaFace, seed: UInt64 = 0,
@@ -30,6 +32,31 @@ public struct LoadedBatch {
     public let labels: [Int32]
     /// The data-set indices actually used (a bad record's replacement, where one was needed).
     public let indices: [Int]
+    /// The bad records skipped while filling this batch, in sample order (each one was replaced).
+    public let skipped: [SkippedRecord]
+}
+
+/// A record the loader could not use, and why.
+public struct SkippedRecord: Sendable, Equatable {
+    /// The data-set index of the bad record.
+    public let index: Int
+    public let reason: DataError.Reason
+    public let message: String
+}
+
+/// More bad records than `LoaderConfiguration.maxBadFraction` allows.
+public struct BadRecordLimitExceeded: Error, CustomStringConvertible, Sendable {
+    public let badRecords: Int
+    public let recordsRead: Int
+    public let allowedFraction: Double
+    public let source: String
+    public let summary: String
+
+    public var description: String {
+        String(format: "%d of %d records read from %@ were bad (%.2f%%), above the allowed %.2f%%: %@",
+               badRecords, recordsRead, source, 100 * Double(badRecords) / Double(max(recordsRead, 1)),
+               100 * allowedFraction, summary)
+    }
 }
 
 public struct LoaderStatistics: Sendable {
@@ -57,12 +84,15 @@ public final class BatchLoader {
         let images: Tensor
         var labels: [Int32]
         var indices: [Int]
+        /// Bad records met while loading each position of the batch.
+        var skipped: [[SkippedRecord]]
         var filled = 0
         var step = -1
         init(batch: Int, size: Int) {
             images = Tensor(shape: [batch, size, size, 3])
             labels = [Int32](repeating: 0, count: batch)
             indices = [Int](repeating: 0, count: batch)
+            skipped = [[SkippedRecord]](repeating: [], count: batch)
         }
     }
 
@@ -153,7 +183,7 @@ public final class BatchLoader {
         stats.batchesDelivered += 1
         delivered += 1
         return LoadedBatch(epoch: epoch, step: slot.step, images: UnsafePointer(slot.images.data),
-                           labels: slot.labels, indices: slot.indices)
+                           labels: slot.labels, indices: slot.indices, skipped: slot.skipped.flatMap { $0 })
     }
 
     /// Gives the last batch's buffer back to the decode threads.
@@ -179,6 +209,7 @@ public final class BatchLoader {
             return
         }
         let batch = sampler.localBatch
+        let judgedOver = Double(min(256, sampler.stepsPerEpoch * batch))
         while true {
             // Claim the next sample whose batch has a free slot.
             condition.lock()
@@ -211,22 +242,23 @@ public final class BatchLoader {
             condition.lock()
             stats.decodeSeconds += seconds
             stats.samples += 1
-            for reason in outcome.failures {
+            for record in outcome.failures {
                 stats.badRecords += 1
-                stats.badByReason[reason, default: 0] += 1
+                stats.badByReason[record.reason, default: 0] += 1
             }
+            slot.skipped[k] = outcome.failures
             if let used = outcome.used {
                 slot.labels[k] = Int32(used.label)
                 slot.indices[k] = used.index
             } else if failure == nil {
                 failure = DataError(.undecodable, "sample \(index) and all its replacements in \(source.name) are bad")
             }
-            if stats.samples >= 256 && Double(stats.badRecords) > configuration.maxBadFraction * Double(stats.samples),
-               failure == nil {
-                failure = DataError(.undecodable, String(
-                    format: "%d of %d records read from %@ were bad (%.2f%%), above the allowed %.2f%%: %@",
-                    stats.badRecords, stats.samples, source.name, 100 * Double(stats.badRecords) / Double(stats.samples),
-                    100 * configuration.maxBadFraction, stats.summary))
+            // Every sample reads one good record after its bad ones.
+            let read = stats.samples + stats.badRecords
+            if Double(stats.badRecords) > configuration.maxBadFraction * max(Double(read), judgedOver), failure == nil {
+                failure = BadRecordLimitExceeded(badRecords: stats.badRecords, recordsRead: read,
+                                                 allowedFraction: configuration.maxBadFraction, source: source.name,
+                                                 summary: stats.summary)
             }
             slot.filled += 1
             if slot.filled == batch || failure != nil { condition.broadcast() }
@@ -235,12 +267,12 @@ public final class BatchLoader {
     }
 
     /// Decodes, augments and normalises sample `index`; a bad record is replaced by a deterministic
-    /// sequence of other samples. Returns the sample used and the reasons of the records skipped.
+    /// sequence of other samples. Returns the sample used and the records skipped.
     private func loadSample(_ index: Int, epoch: Int, decoder: ImageDecoder, augmenter: Augmenter,
                             pixels: UnsafeMutablePointer<UInt8>, into output: UnsafeMutablePointer<Float>)
-        -> (used: (index: Int, label: Int)?, failures: [DataError.Reason]) {
+        -> (used: (index: Int, label: Int)?, failures: [SkippedRecord]) {
         let size = configuration.imageSize
-        var failures: [DataError.Reason] = []
+        var failures: [SkippedRecord] = []
         var candidate = index
         var replacements = SplitMix64(seed: configuration.seed, 0x5245_504C, UInt64(epoch) << 32 | UInt64(index))
         for _ in 0..<16 {
@@ -251,16 +283,18 @@ public final class BatchLoader {
                         try decoder.decode(bytes, into: UnsafeMutableBufferPointer(start: pixels, count: size * size * 3),
                                            expectedWidth: size, expectedHeight: size)
                     } catch let error as ImageDecodingError {
-                        throw DataError(error.reason == .wrongSize ? .wrongSize : .undecodable, "\(error)")
+                        throw DataError(error.reason == .wrongSize ? .wrongSize : .undecodable,
+                                        "\(source.recordDescription(candidate)): \(error)")
                     }
                 }
                 _ = augmenter.apply(pixels, seed: configuration.seed, epoch: epoch, index: candidate)
                 InputNormalization.normalize(bgr: pixels, count: size * size * 3, into: output)
                 return ((candidate, label), failures)
             } catch let error as DataError {
-                failures.append(error.reason)
+                failures.append(SkippedRecord(index: candidate, reason: error.reason, message: error.message))
             } catch {
-                failures.append(.unreadable)
+                failures.append(SkippedRecord(index: candidate, reason: .unreadable,
+                                              message: "\(source.recordDescription(candidate)): \(error)"))
             }
             candidate = Int(replacements.next() % UInt64(source.count))
         }

@@ -129,6 +129,10 @@ public final class ImageFolderDataSet: SampleSource, @unchecked Sendable {
 
     public func path(of index: Int) -> String { DataFiles.join(root, relativePath(of: index)) }
 
+    public func recordDescription(_ index: Int) -> String {
+        index >= 0 && index < count ? path(of: index) : "\(root) sample \(index)"
+    }
+
     /// The sample indices of class `classId`.
     public func samples(ofClass classId: Int) -> Range<Int> { classStarts[classId]..<classStarts[classId + 1] }
 

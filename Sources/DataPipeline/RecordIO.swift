@@ -81,7 +81,9 @@ final class ReadOnlyFile: @unchecked Sendable {
     /// `what` names the file's role in errors ("record file", "index file").
     init(_ path: String, what: String) throws {
         var fd: Int32
-        repeat { fd = open(path, O_RDONLY | O_CLOEXEC) } while fd < 0 && errno == EINTR
+        // O_NONBLOCK: a FIFO in place of a file would otherwise block the open until a writer
+        // appears; it changes nothing for regular files, and the fstat below refuses anything else.
+        repeat { fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) } while fd < 0 && errno == EINTR
         guard fd >= 0 else { throw DataError(.unreadable, "cannot open \(what) \(path): \(DataFiles.errorText())") }
         var info = stat()
         guard fstat(fd, &info) == 0 else {
@@ -411,6 +413,10 @@ public final class RecordIODataSet: SampleSource, @unchecked Sendable {
     /// The `train.idx` key of sample `index`.
     public func key(of index: Int) -> Int {
         explicitKeys.isEmpty ? firstKey + index : explicitKeys[index]
+    }
+
+    public func recordDescription(_ index: Int) -> String {
+        index >= 0 && index < count ? "\(recordPath) key \(key(of: index))" : "\(recordPath) sample \(index)"
     }
 
     public func label(of index: Int) throws -> Int {

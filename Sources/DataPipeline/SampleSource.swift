@@ -14,12 +14,18 @@ public protocol SampleSource: AnyObject {
     /// Calls `body` with the encoded image bytes of sample `index`. Safe to call from several decode
     /// threads at once. Throws `DataError` for a record that cannot be read.
     func withEncodedImage<Result>(_ index: Int, _ body: (UnsafeRawBufferPointer) throws -> Result) throws -> Result
+    /// Where sample `index` lives, for messages about a bad record (a file path, a record key).
+    func recordDescription(_ index: Int) -> String
+}
+
+extension SampleSource {
+    public func recordDescription(_ index: Int) -> String { "\(name) sample \(index)" }
 }
 
 /// Why a record or a data set could not be used. Per-record errors are skipped and counted by the
 /// loader; errors of the whole set (a missing file, an empty folder) stop before training starts.
 public struct DataError: Error, CustomStringConvertible, Equatable, Sendable {
-    public enum Reason: String, Sendable {
+    public enum Reason: String, Sendable, CaseIterable {
         case unreadable, badMagic, truncated, indexOutOfRange, labelOutOfRange, undecodable, wrongSize
         case emptyDataSet, badFormat
     }

@@ -10,6 +10,7 @@
 //   <root>/.tmp-step-000001200-<nonce>/   the same, while it is being written
 import Collectives
 import Foundation
+import Glibc
 import Heads
 import Serialization
 import Tensors
@@ -103,8 +104,11 @@ public struct CheckpointError: Error, CustomStringConvertible, LocalizedError, S
     public enum Kind: Sendable, Equatable {
         /// A tensor or a statistic to be saved is NaN or infinite; nothing was written.
         case nonFiniteValue
-        /// Writing failed on some rank (I/O error, full disk); the checkpoint does not exist.
+        /// Writing failed on some rank (an I/O error); the checkpoint does not exist.
         case writeFailed
+        /// Writing failed because a file system was full (ENOSPC) or a quota was reached (EDQUOT)
+        /// on some rank; the checkpoint does not exist.
+        case diskFull
         /// The caller's inputs contradict each other or the world (step, ranks, shapes).
         case invalidInput
         /// A checkpoint on disk fails verification or does not fit the model being loaded.
@@ -123,6 +127,11 @@ public struct CheckpointError: Error, CustomStringConvertible, LocalizedError, S
 
     public var description: String { message }
     public var errorDescription: String? { message }
+
+    /// A write failure with `errno` `code`: `.diskFull` for a full file system or quota.
+    static func writeFailure(_ message: String, code: Int32) -> CheckpointError {
+        CheckpointError(code == ENOSPC || code == EDQUOT ? .diskFull : .writeFailed, message)
+    }
 }
 
 // MARK: - Manifest
@@ -449,14 +458,18 @@ enum RankExchange {
     }
 
     /// Throws on every rank when any rank failed; the message names the failing ranks and files.
+    /// The error is `.diskFull` when any rank failed for lack of space, `kind` otherwise.
     static func agree(_ failure: String?, _ group: CollectiveGroup, _ kind: CheckpointError.Kind,
-                      _ context: String) throws {
-        let texts = try allGather(Array((failure.map { $0.isEmpty ? "failed" : $0 } ?? "").utf8), group)
+                      _ context: String, diskFull: Bool = false) throws {
+        // A failing rank's text starts with one marker byte: "F" for a full disk, "E" otherwise.
+        let mine = failure.map { (diskFull ? "F" : "E") + ($0.isEmpty ? "failed" : $0) } ?? ""
+        let texts = try allGather(Array(mine.utf8), group)
         let failures = texts.enumerated().filter { !$0.element.isEmpty }
         guard !failures.isEmpty else { return }
         let lines = failures.map { rank, text in
-            (group.size > 1 ? "rank \(rank): " : "") + String(decoding: text, as: UTF8.self)
+            (group.size > 1 ? "rank \(rank): " : "") + String(decoding: text.dropFirst(), as: UTF8.self)
         }
-        throw CheckpointError(kind, context + lines.joined(separator: "; "))
+        let full = failures.contains { $0.element.first == UInt8(ascii: "F") }
+        throw CheckpointError(full ? .diskFull : kind, context + lines.joined(separator: "; "))
     }
 }

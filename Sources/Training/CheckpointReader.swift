@@ -137,7 +137,8 @@ public struct Checkpoint: Sendable {
 
 /// The whole file, read with one allocation of its size.
 func readWholeFile(_ path: String) throws -> [UInt8] {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    // O_NONBLOCK: a FIFO in place of a checkpoint file must not block the open (see fstat below).
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
     guard fd >= 0 else { throw CheckpointError(.damaged, "\(path): cannot open: \(errnoText())") }
     defer { close(fd) }
     var info = stat()

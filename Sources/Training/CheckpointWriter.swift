@@ -75,10 +75,14 @@ public struct CheckpointWriter {
         let temporary = root + "/" + CheckpointLayout.temporaryDirectoryName(step: step, nonce: nonce)
         let final = root + "/" + CheckpointLayout.directoryName(step: step)
         var failure: String?
+        var diskFull = false
         if rank == 0 {
-            do { try CheckpointDirectory.create(temporary, under: root) } catch { failure = "\(error)" }
+            do { try CheckpointDirectory.create(temporary, under: root) } catch {
+                failure = "\(error)"
+                diskFull = Self.isDiskFull(error)
+            }
         }
-        try RankExchange.agree(failure, group, .writeFailed, context)
+        try RankExchange.agree(failure, group, .writeFailed, context, diskFull: diskFull)
 
         let files: [CheckpointManifest.FileRecord]
         var replaced = false
@@ -96,8 +100,9 @@ public struct CheckpointWriter {
                 }
             } catch {
                 failure = "\(error)"
+                diskFull = Self.isDiskFull(error)
             }
-            try RankExchange.agree(failure, group, .writeFailed, context)
+            try RankExchange.agree(failure, group, .writeFailed, context, diskFull: diskFull)
             files = try gatherRecords(mine)
 
             failure = nil
@@ -106,9 +111,10 @@ public struct CheckpointWriter {
                     replaced = try publish(files, step: step, temporary: temporary, final: final, nonce: nonce)
                 } catch {
                     failure = "\(error)"
+                    diskFull = Self.isDiskFull(error)
                 }
             }
-            try RankExchange.agree(failure, group, .writeFailed, context)
+            try RankExchange.agree(failure, group, .writeFailed, context, diskFull: diskFull)
         } catch {
             if rank == 0 { CheckpointDirectory.removeBestEffort(temporary) }
             throw error
@@ -122,6 +128,8 @@ public struct CheckpointWriter {
                                      seconds: Date().timeIntervalSince(started),
                                      replacedExisting: replaced, pruning: pruning)
     }
+
+    private static func isDiskFull(_ error: Error) -> Bool { (error as? CheckpointError)?.kind == .diskFull }
 
     // MARK: Checks
 
@@ -259,13 +267,16 @@ public struct CheckpointWriter {
             let name = CheckpointLayout.temporaryDirectoryName(step: step, nonce: nonce) + "-replaced"
             aside = root + "/" + name
             guard Glibc.rename(final, aside!) == 0 else {
-                throw CheckpointError(.writeFailed, "\(final): moving the existing checkpoint aside failed: \(errnoText())")
+                let code = errno
+                throw CheckpointError.writeFailure("\(final): moving the existing checkpoint aside failed: "
+                                                   + errnoText(code), code: code)
             }
         }
         guard Glibc.rename(temporary, final) == 0 else {
-            let text = errnoText()
+            let code = errno
             if let aside { _ = Glibc.rename(aside, final) }
-            throw CheckpointError(.writeFailed, "\(final): renaming the temporary directory into place failed: \(text)")
+            throw CheckpointError.writeFailure("\(final): renaming the temporary directory into place failed: "
+                                               + errnoText(code), code: code)
         }
         try CheckpointDirectory.sync(root)
         if let aside { CheckpointDirectory.removeBestEffort(aside) }
@@ -298,7 +309,7 @@ final class DurableFile {
             if fd >= 0 || (errno != EEXIST && errno != EINTR) { break }
         }
         temporary = candidate
-        guard fd >= 0 else { throw failure("creating a temporary file") }
+        guard fd >= 0 else { throw failure("creating a temporary file", errno) }
     }
 
     deinit {
@@ -316,7 +327,7 @@ final class DurableFile {
             let n = Glibc.write(fd, next, min(remaining, 1 << 30))
             if n < 0 {
                 if errno == EINTR { continue }
-                throw failure("write")
+                throw failure("write", errno)
             }
             next += n
             remaining -= n
@@ -326,18 +337,20 @@ final class DurableFile {
 
     /// Makes the file durable under its final name; the object is done afterwards.
     func commit() throws -> CheckpointManifest.FileRecord {
-        guard fsync(fd) == 0 else { throw failure("fsync") }
+        guard fsync(fd) == 0 else { throw failure("fsync", errno) }
         let closed = close(fd)
+        let closeError = errno
         fd = -1
         // close reports deferred write errors on network file systems.
-        guard closed == 0 else { unlink(temporary); throw failure("close") }
-        guard Glibc.rename(temporary, path) == 0 else { let error = failure("rename"); unlink(temporary); throw error }
+        guard closed == 0 else { unlink(temporary); throw failure("close", closeError) }
+        guard Glibc.rename(temporary, path) == 0 else { let error = failure("rename", errno); unlink(temporary); throw error }
         try CheckpointDirectory.sync(directory)
         return .init(name: name, size: size, crc32c: crc)
     }
 
-    private func failure(_ action: String) -> CheckpointError {
-        CheckpointError(.writeFailed, "\(name): \(action) failed: \(errnoText())")
+    /// `code` is the errno of the failed call, taken before anything else can change it.
+    private func failure(_ action: String, _ code: Int32) -> CheckpointError {
+        CheckpointError.writeFailure("\(name): \(action) failed: \(errnoText(code))", code: code)
     }
 }
 
@@ -371,7 +384,8 @@ enum CheckpointDirectory {
             throw CheckpointError(.writeFailed, "\(root): cannot create the checkpoint root: \(error.localizedDescription)")
         }
         guard mkdir(path, 0o755) == 0 else {
-            throw CheckpointError(.writeFailed, "\(path): mkdir failed: \(errnoText())")
+            let code = errno
+            throw CheckpointError.writeFailure("\(path): mkdir failed: \(errnoText(code))", code: code)
         }
     }
 

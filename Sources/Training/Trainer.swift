@@ -30,9 +30,23 @@ public struct TrainingSummary: Sendable {
     public var verification: [(name: String, accuracy: Double, std: Double)] = []
     public var runDirectory = ""
     public var metricsFile = ""
+    /// Bad training records skipped (and replaced) over all ranks since the run began, resumes
+    /// included, by reason.
+    public var badRecords: [String: Int] = [:]
+    /// Checkpoints dropped for a full disk under `checkpoint.on_disk_full = continue`.
+    public var failedCheckpoints = 0
 }
 
 public struct TrainingFailure: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A failure every rank meets at the same point and agrees on — a checkpoint that cannot be written,
+/// a non-finite step under `training.nonfinite = abort`, no checkpoint to resume from — so the job
+/// can end with MPI_Finalize and exit code 1 instead of MPI_Abort. Checkpoints already written are
+/// intact.
+public struct TrainingStopped: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
@@ -42,6 +56,8 @@ public final class Trainer {
     let world: Communicator
     let resume: ResumeMode
     let log: (String) -> Void
+    /// Non-finite values to plant (a test hook, `NonFiniteInjection`); empty in normal runs.
+    public var injections: [NonFiniteInjection] = []
 
     public init(configuration: TrainingConfiguration, world: Communicator, resume: ResumeMode,
                 log: @escaping (String) -> Void) {
@@ -99,10 +115,18 @@ public final class Trainer {
         let buckets = GradientBuckets(store: net.store, group: world,
                                       bucketBytes: Int(config.training.bucketMB * 1_048_576),
                                       firstBucketBytes: Int(config.training.firstBucketMB * 1_048_576))
-        net.gradientsReady = { [buckets] offset in
+        let plantGradient = PendingInjection()
+        net.gradientsReady = { [buckets, store = net.store] offset in
+            // The test hook's Inf goes in before the all-reduce, as a real overflow would.
+            if plantGradient.pending { store.gradients[offset] = .infinity; plantGradient.pending = false }
             // Errors here surface again in `finish()`, which waits for every bucket.
             try? buckets.gradientsReady(fromOffset: offset)
         }
+
+        // What to resume from, decided before anything is written: a checkpoint that does not
+        // verify (or a root with nothing but damaged ones) stops the run with the run folder untouched.
+        let checkpointRoot = config.checkpoint.dir
+        let resumeCheckpoint = try checkpointToResume(root: checkpointRoot)
 
         // The run folder: resolved configuration and world size (rank 0), metrics (every rank).
         let runDirectory = config.runDir
@@ -117,9 +141,11 @@ public final class Trainer {
         // Start: a checkpoint, or rank 0's initial parameters everywhere.
         var globalStep = 0, epoch = 0, stepInEpoch = 0, samplesSeen = 0
         var counters: [String: Int] = [:]
-        let checkpointRoot = config.checkpoint.dir
         var resumedFrom: Int?
-        if let checkpoint = try checkpointToResume(root: checkpointRoot) {
+        var newestCheckpoint: String?
+        /// The step of this run's last successful checkpoint.
+        var lastWrittenStep: Int?
+        if let checkpoint = resumeCheckpoint {
             try checkpoint.loadBackbone(into: net.store)
             try checkpoint.loadOptimizer(into: sgd, of: net.store)
             try checkpoint.restoreHead(head)
@@ -138,13 +164,14 @@ public final class Trainer {
             }
             if stepInEpoch >= stepsPerEpoch { epoch += 1; stepInEpoch = 0 }
             resumedFrom = state.globalStep
+            newestCheckpoint = checkpoint.directory
             say("resumed from \(checkpoint.directory) (step \(state.globalStep), epoch \(state.epoch), "
                 + "saved by \(state.worldSize) rank(s))")
         } else {
             try world.broadcast(net.store.values, count: net.store.parameterCount, root: 0)
             try world.broadcast(net.store.bufferValues, count: net.store.bufferCount, root: 0)
         }
-        try verifyIdenticalParameters(net.store)
+        try verifyIdenticalParameters(net.store, "at the start")
 
         let writer = CheckpointWriter(root: checkpointRoot, group: world, keepLast: config.checkpoint.keepLast,
                                       protectedStep: resumedFrom,
@@ -184,20 +211,46 @@ public final class Trainer {
                          configJSON: config.resolvedJSON())
         }
 
-        func checkpoint(stepInEpoch: Int, reason: String) throws {
+        /// Writes a checkpoint. A failure is agreed by every rank (the writer's collectives) and leaves
+        /// the previous checkpoints intact; a full disk on a periodic or end-of-epoch checkpoint
+        /// follows `checkpoint.on_disk_full`, anything else stops the run (`TrainingStopped`).
+        func checkpoint(stepInEpoch: Int, reason: String, mayContinue: Bool) throws {
             watchdog.touch("writing the checkpoint of step \(globalStep)")
             defer { watchdog.touch("training") }
             try averageRunningStatistics(net.store)
+            // The writer saves rank 0's replica: it must stand for every rank's.
+            do {
+                try verifyIdenticalParameters(net.store, "before the checkpoint of step \(globalStep)")
+            } catch let error as TrainingStopped {
+                throw TrainingStopped("\(error); the newest complete checkpoint is \(newestCheckpoint ?? "none"); "
+                                      + "training stopped")
+            }
             let started = MonotonicClock.now()
             do {
                 let result = try writer.write(state: state(stepInEpoch: stepInEpoch), backbone: net.store, optimizer: sgd,
                                               head: HeadShard(head))
                 summary.lastCheckpoint = result.directory
+                newestCheckpoint = result.directory
+                lastWrittenStep = globalStep
                 say(String(format: "checkpoint (%@): %@, %.1f MB in %.1f s", reason, result.directory,
                            Double(result.totalBytes) / 1e6, MonotonicClock.now() - started))
             } catch let error as CheckpointError {
-                say("checkpoint failed: \(error)")
-                if config.checkpoint.onDiskFull == .stop { throw error }
+                let previous = "the newest complete checkpoint is " + (newestCheckpoint ?? "none (no checkpoint yet)")
+                if error.kind == .diskFull && mayContinue && config.checkpoint.onDiskFull == .continueTraining {
+                    summary.failedCheckpoints += 1
+                    say("warning: checkpoint (\(reason)) failed, disk full: \(error); \(previous); "
+                        + "checkpoint.on_disk_full = continue: training goes on without it")
+                    return
+                }
+                let why: String
+                switch error.kind {
+                case .diskFull where mayContinue: why = "disk full, checkpoint.on_disk_full = stop"
+                case .diskFull: why = "disk full"
+                case .nonFiniteValue: why = "non-finite values"
+                default: why = "write failed"
+                }
+                throw TrainingStopped("checkpoint (\(reason)) failed (\(why)): \(error); \(previous); "
+                                      + "training stopped (resume with --resume auto once the cause is fixed)")
             }
         }
 
@@ -235,16 +288,52 @@ public final class Trainer {
             watchdog.touch("training")
         }
 
+        let bufferSnapshot = UnsafeMutablePointer<Float>.allocate(capacity: max(net.store.bufferCount, 1))
+        defer { bufferSnapshot.deallocate() }
+        var listedBadRecords = 0
+        func countBadRecords(_ counts: [Int64]) {
+            for (reason, n) in zip(DataError.Reason.allCases, counts) where n > 0 {
+                counters["bad_records", default: 0] += Int(n)
+                counters["bad_records_" + reason.rawValue, default: 0] += Int(n)
+            }
+        }
+        func badRecordSummary() -> String {
+            let total = counters["bad_records"] ?? 0
+            if total == 0 { return "no bad records" }
+            let reasons = DataError.Reason.allCases.compactMap { reason in
+                counters["bad_records_" + reason.rawValue].map { "\(reason.rawValue) \($0)" }
+            }
+            return "\(total) bad record\(total == 1 ? "" : "s") skipped and replaced (\(reasons.joined(separator: ", ")))"
+        }
+
         training: while epoch < config.training.epochs && globalStep < totalSteps {
             loader.start(epoch: epoch, fromStep: stepInEpoch)
             while stepInEpoch < stepsPerEpoch && globalStep < totalSteps {
                 watchdog.touch("training step \(globalStep + 1)")
                 var t = MonotonicClock.now()
-                let batch = try loader.next()
+                let batch: LoadedBatch
+                do {
+                    batch = try loader.next()
+                } catch let error as BadRecordLimitExceeded {
+                    throw TrainingFailure("data.max_bad_fraction = \(error.allowedFraction) exceeded on rank \(rank): \(error)")
+                }
                 net.input.data.update(from: batch.images, count: net.input.count)
                 for k in 0..<localBatch { labels[k] = batch.labels[k] }
+                let skippedRecords = batch.skipped
                 loader.release()
                 let dataTime = MonotonicClock.now() - t
+                for record in skippedRecords where listedBadRecords < 20 {
+                    listedBadRecords += 1
+                    log("rank \(rank): bad record skipped (\(record.reason.rawValue)): \(record.message)"
+                        + (listedBadRecords == 20 ? " (further bad records on this rank are counted, not listed)" : ""))
+                }
+
+                // What the forward pass and the head change besides the parameters, kept so that a
+                // skipped step leaves no trace.
+                bufferSnapshot.update(from: net.store.bufferValues, count: net.store.bufferCount)
+                let batchCountersBefore = net.store.batchCounters
+                let normStatisticsBefore = head.normStatistics
+                let stepNumber = globalStep + 1
 
                 t = MonotonicClock.now()
                 net.dropoutSeed = UInt64(config.seed) &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(globalStep)
@@ -252,38 +341,59 @@ public final class Trainer {
                 let forwardTime = MonotonicClock.now() - t
 
                 t = MonotonicClock.now()
-                let result = try labels.withUnsafeBufferPointer {
+                var result = try labels.withUnsafeBufferPointer {
                     try head.step(embeddings: net.embeddings.data, norms: net.norms.data, labels: $0.baseAddress!,
                                   batch: localBatch, step: globalStep, gradEmbeddings: headGradient.data)
+                }
+                if injections.plants(.loss, step: stepNumber, rank: rank) {
+                    result.loss = .nan
+                    log("rank \(rank): test hook: NaN loss planted at step \(stepNumber)")
                 }
                 let headTime = MonotonicClock.now() - t
 
                 t = MonotonicClock.now()
                 buckets.beginBackward()
                 let exposedBefore = buckets.exposedSeconds
+                if injections.plants(.gradient, step: stepNumber, rank: rank) {
+                    plantGradient.pending = true
+                    log("rank \(rank): test hook: +Inf gradient planted at step \(stepNumber)")
+                }
                 net.backward(gradEmbeddings: headGradient.data)
+                plantGradient.pending = false
                 let backwardTime = MonotonicClock.now() - t
                 try buckets.finish()
                 let communicationTime = buckets.exposedSeconds - exposedBefore
 
                 t = MonotonicClock.now()
-                let finite = try allFinite(loss: result.loss, store: net.store)
+                let agreed = try agreeOnStep(loss: result.loss, store: net.store, skipped: skippedRecords)
+                countBadRecords(agreed.badRecords)
+                let finite = agreed.finite
                 let rate = schedule.rate(atStep: globalStep)
                 if finite {
                     sgd.step(learningRate: Float(rate))
                     head.applySGD(learningRate: Float(rate), momentum: Float(config.optimizer.momentum),
                                   weightDecay: Float(config.optimizer.weightDecay))
                 } else {
+                    net.store.bufferValues.update(from: bufferSnapshot, count: net.store.bufferCount)
+                    net.store.batchCounters = batchCountersBefore
+                    head.normStatistics = normStatisticsBefore
                     counters["skipped_nonfinite_steps", default: 0] += 1
                     summary.skippedSteps += 1
-                    say("step \(globalStep + 1): non-finite loss or gradient, step skipped "
-                        + "(\(counters["skipped_nonfinite_steps"]!) so far)")
+                    let skippedSoFar = counters["skipped_nonfinite_steps"]!
+                    say("step \(stepNumber): non-finite loss or gradient, step skipped (\(skippedSoFar) so far)")
                     if config.training.nonfinite == .abort {
-                        throw TrainingFailure("step \(globalStep + 1): non-finite loss or gradient (training.nonfinite = abort)")
+                        throw TrainingStopped("step \(stepNumber): non-finite loss or gradient (training.nonfinite = abort); "
+                                              + "the newest complete checkpoint is \(newestCheckpoint ?? "none")")
                     }
-                    if config.training.maxSkippedSteps > 0 && summary.skippedSteps > config.training.maxSkippedSteps {
-                        throw TrainingFailure("more than \(config.training.maxSkippedSteps) steps skipped for non-finite values")
+                    if config.training.maxSkippedSteps > 0 && skippedSoFar > config.training.maxSkippedSteps {
+                        throw TrainingStopped("\(skippedSoFar) steps skipped for non-finite values, more than "
+                                              + "training.max_skipped_steps = \(config.training.maxSkippedSteps); "
+                                              + "the newest complete checkpoint is \(newestCheckpoint ?? "none")")
                     }
+                }
+                if injections.plants(.weight, step: stepNumber, rank: rank) {
+                    net.store.value(0)[0] = .nan
+                    log("rank \(rank): test hook: NaN planted in '\(net.store.parameters[0].name)' after step \(stepNumber)")
                 }
                 let updateTime = MonotonicClock.now() - t
 
@@ -307,6 +417,7 @@ public final class Trainer {
                     ("communication_s", JSONNumber.format(communicationTime)), ("update_s", JSONNumber.format(updateTime)),
                     ("images_per_s", JSONNumber.format(Double(localBatch) / times.total)),
                     ("skipped", finite ? "false" : "true"),
+                    ("bad_records", "\(agreed.badRecords.reduce(0, +))"),
                 ])
                 if globalStep % config.training.logEvery == 0 || globalStep == totalSteps || globalStep == startStep + 1 {
                     let elapsed = MonotonicClock.now() - runStarted
@@ -320,16 +431,17 @@ public final class Trainer {
                     window = StepTimes()
                 }
                 if config.training.verifyParametersEvery > 0 && globalStep % config.training.verifyParametersEvery == 0 {
-                    try verifyIdenticalParameters(net.store)
+                    try verifyIdenticalParameters(net.store, "after step \(globalStep)")
                 }
                 if try signals.anyRankSignalled(world) {
                     say("preemption signal received: writing a checkpoint and stopping")
-                    try checkpoint(stepInEpoch: stepInEpoch, reason: "signal")
+                    try checkpoint(stepInEpoch: stepInEpoch, reason: "signal", mayContinue: false)
                     summary.stoppedBySignal = true
                     break training
                 }
                 if config.checkpoint.everySteps > 0 && globalStep % config.checkpoint.everySteps == 0 {
-                    try checkpoint(stepInEpoch: stepInEpoch, reason: "every \(config.checkpoint.everySteps) steps")
+                    try checkpoint(stepInEpoch: stepInEpoch, reason: "every \(config.checkpoint.everySteps) steps",
+                                   mayContinue: true)
                 }
                 if config.validation.everySteps > 0 && globalStep % config.validation.everySteps == 0 && globalStep < totalSteps {
                     try runValidation(reason: "every \(config.validation.everySteps) steps")
@@ -338,11 +450,12 @@ public final class Trainer {
             loader.stop()
             if stepInEpoch >= stepsPerEpoch {
                 let loaderStats = loader.statistics
-                say("epoch \(epoch) done: \(loaderStats.summary); loader wait \(String(format: "%.1f", loaderStats.waitSeconds)) s")
+                say("epoch \(epoch) done: \(badRecordSummary()) so far; loader wait \(String(format: "%.1f", loaderStats.waitSeconds)) s")
                 epoch += 1
                 stepInEpoch = 0
-                if config.checkpoint.atEpochEnd && globalStep < totalSteps {
-                    try checkpoint(stepInEpoch: 0, reason: "end of epoch \(epoch - 1)")
+                // (Unless this very step was just checkpointed: the two resume at the same place.)
+                if config.checkpoint.atEpochEnd && globalStep < totalSteps && lastWrittenStep != globalStep {
+                    try checkpoint(stepInEpoch: 0, reason: "end of epoch \(epoch - 1)", mayContinue: true)
                 }
                 if config.validation.atEpochEnd && globalStep < totalSteps {
                     try runValidation(reason: "end of epoch \(epoch - 1)")
@@ -350,9 +463,17 @@ public final class Trainer {
             }
         }
         if !summary.stoppedBySignal {
-            try checkpoint(stepInEpoch: stepInEpoch, reason: "end of training")
+            if lastWrittenStep == globalStep, let directory = summary.lastCheckpoint {
+                // Nothing changed since: writing it again would only need the disk space twice.
+                say("checkpoint (end of training): \(directory), written at this step already")
+            } else {
+                try checkpoint(stepInEpoch: stepInEpoch, reason: "end of training", mayContinue: false)
+            }
             try runValidation(reason: "end of training")
         }
+        if (counters["bad_records"] ?? 0) > 0 { say("data: \(badRecordSummary()) over the run") }
+        summary.badRecords = counters.filter { $0.key.hasPrefix("bad_records_") }
+            .reduce(into: [:]) { $0[String($1.key.dropFirst("bad_records_".count))] = $1.value }
         return summary
     }
 
@@ -384,13 +505,16 @@ public final class Trainer {
     }
 
     /// CRC32C of the trainable parameters compared across ranks (BatchNorm running statistics are
-    /// per rank by design and are averaged only for checkpoints and evaluation).
-    private func verifyIdenticalParameters(_ store: ParameterStore) throws {
+    /// per rank by design and are averaged only for checkpoints and evaluation). Every rank reaches
+    /// the same verdict, so a mismatch stops the job cleanly.
+    private func verifyIdenticalParameters(_ store: ParameterStore, _ when: String) throws {
         let values = UnsafeRawBufferPointer(start: store.values, count: store.parameterCount * 4)
         let crc = Int64(Checksum.crc32c(values))
-        let low = try world.allReduce(crc, .min), high = try world.allReduce(crc, .max)
-        if low != high {
-            throw TrainingFailure("the ranks' backbone parameters differ (checksums \(low) … \(high))")
+        var bounds = [crc, -crc]
+        try world.allReduce(&bounds, .max)
+        if bounds[0] != -bounds[1] {
+            throw TrainingStopped("\(when): the ranks' backbone parameters differ (checksums \(-bounds[1]) … \(bounds[0])): "
+                                  + "a replica was damaged, so no checkpoint can stand for all of them")
         }
     }
 
@@ -407,14 +531,20 @@ public final class Trainer {
         for i in 0..<store.bufferCount { store.bufferValues[i] = Float(sums[i] / p) }
     }
 
-    /// Every rank agrees whether the loss and the averaged gradients are finite.
-    private func allFinite(loss: Double, store: ParameterStore) throws -> Bool {
+    /// One all-reduce per step: every rank agrees whether the loss and the averaged gradients are
+    /// finite, and learns how many bad records all ranks skipped, by reason (`DataError.Reason`
+    /// order).
+    private func agreeOnStep(loss: Double, store: ParameterStore,
+                             skipped: [SkippedRecord]) throws -> (finite: Bool, badRecords: [Int64]) {
         var bad: Int64 = loss.isFinite ? 0 : 1
         if bad == 0 {
             let g = store.gradients
             for i in 0..<store.parameterCount where !g[i].isFinite { bad = 1; break }
         }
-        return try world.allReduce(bad, .max) == 0
+        let reasons = DataError.Reason.allCases
+        var values = [bad] + reasons.map { reason in Int64(skipped.filter { $0.reason == reason }.count) }
+        try world.allReduce(&values, .sum)
+        return (values[0] == 0, Array(values.dropFirst()))
     }
 
     private func checkpointToResume(root: String) throws -> Checkpoint? {
@@ -424,8 +554,8 @@ public final class Trainer {
         case .path(let directory):
             let listing = try CheckpointStore.verify(directory: directory, group: world)
             guard let checkpoint = listing.checkpoint else {
-                throw TrainingFailure("--resume \(directory): the checkpoint does not verify: "
-                                      + listing.problems.joined(separator: "; "))
+                throw TrainingStopped("--resume \(directory): the checkpoint does not verify: "
+                                      + listing.problems.joined(separator: "; ") + "; nothing was loaded or written")
             }
             return checkpoint
         case .auto:
@@ -433,6 +563,12 @@ public final class Trainer {
             let (checkpoint, skipped) = try CheckpointStore.latestValid(root: root, group: world)
             for listing in skipped {
                 say("skipping damaged checkpoint \(listing.directory): \(listing.problems.joined(separator: "; "))")
+            }
+            if checkpoint == nil && !skipped.isEmpty {
+                // Starting afresh here would quietly throw away the run's progress.
+                throw TrainingStopped("--resume auto: none of the \(skipped.count) checkpoint(s) under \(root) verifies "
+                                      + "(listed above); nothing was loaded or written. Repair or move them, or start "
+                                      + "afresh with --resume none")
             }
             return checkpoint
         }
@@ -494,6 +630,12 @@ final class MetricsLog {
 
     func write(_ pairs: [(String, String)]) throws {
         let line = "{" + pairs.map { "\"\($0.0)\":\($0.1)" }.joined(separator: ",") + "}\n"
-        handle.write(Data(line.utf8))
+        // The throwing write: the old `write(_:)` traps on an I/O error such as a full disk.
+        try handle.write(contentsOf: Data(line.utf8))
     }
+}
+
+/// Set by the training loop, read by the backward pass's gradient callback (same thread).
+private final class PendingInjection {
+    var pending = false
 }

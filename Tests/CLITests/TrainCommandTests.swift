@@ -41,6 +41,29 @@ final class TrainCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: "runs/adaface"), "nothing is written")
     }
 
+    func testBadArgumentsExitWith2AndNameTheOption() throws {
+        let json = "{\"data\": {\"train\": \"\(directory!)/data\"}}"
+        var result = try train(json, ["--resme", "auto"])
+        XCTAssertEqual(result.code, 2, result.err)
+        XCTAssertTrue(result.err.contains("Unknown option '--resme'"), result.err)
+        result = try train(json, ["--resume", directory + "/no-such-checkpoint"])
+        XCTAssertEqual(result.code, 2, result.err)
+        XCTAssertTrue(result.err.contains("--resume: no checkpoint directory at \(directory!)/no-such-checkpoint"), result.err)
+        var out = "", err = ""
+        XCTAssertEqual(CommandLineTool.run(AdaFaceDist.root, arguments: ["train"], stdout: &out, stderr: &err), 2, err)
+        XCTAssertTrue(err.contains("--config"), err)
+        // Other commands keep swift-argument-parser's exit code for usage errors.
+        XCTAssertEqual(CommandLineTool.run(AdaFaceDist.root, arguments: ["inspect", "--bogus"], stdout: &out, stderr: &err), 64)
+    }
+
+    func testAMalformedTestHookIsABadArgument() throws {
+        setenv("ADAFACE_DIST_INJECT_NONFINITE", "loss@zero", 1)
+        defer { unsetenv("ADAFACE_DIST_INJECT_NONFINITE") }
+        let result = try train("{\"data\": {\"train\": \"\(directory!)/data\"}}")
+        XCTAssertEqual(result.code, 2, result.err)
+        XCTAssertTrue(result.err.contains("ADAFACE_DIST_INJECT_NONFINITE: 'loss@zero'"), result.err)
+    }
+
     func testAMissingConfigurationFileIsNamed() throws {
         var out = "", err = ""
         let code = CommandLineTool.run(AdaFaceDist.root, arguments: ["train", "--config", directory + "/nope.json"],

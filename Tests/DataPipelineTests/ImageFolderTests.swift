@@ -2,6 +2,7 @@
 // folders, unreadable files, and inspection of a folder set.
 import DataPipeline
 import Foundation
+import Glibc
 import XCTest
 
 final class ImageFolderTests: XCTestCase {
@@ -73,6 +74,20 @@ final class ImageFolderTests: XCTestCase {
         try FileManager.default.removeItem(atPath: root + "/a/1.jpg")
         DataSetTesting.assertFails(.unreadable, mentioning: "a/1.jpg", "removed file") { try DataSetTesting.bytes(set, 0) }
         DataSetTesting.assertSameBytes(try DataSetTesting.bytes(set, 1), try DataSetTesting.image(2))
+    }
+
+    func testAFifoOrADanglingLinkInPlaceOfAnImageIsUnreadableNotAHang() throws {
+        try add("a/1.jpg", DataSetTesting.image(1))
+        try add("a/3.jpg", DataSetTesting.image(3))
+        // Opening a FIFO for reading would wait for a writer forever without O_NONBLOCK.
+        XCTAssertEqual(mkfifo(root + "/a/2.jpg", 0o644), 0)
+        try FileManager.default.createSymbolicLink(atPath: root + "/a/0.jpg", withDestinationPath: root + "/a/gone.jpg")
+        let set = try ImageFolderDataSet(root: root)
+        XCTAssertEqual(set.count, 4)
+        DataSetTesting.assertFails(.unreadable, mentioning: "a/0.jpg", "dangling link") { try DataSetTesting.bytes(set, 0) }
+        DataSetTesting.assertFails(.unreadable, mentioning: "a/2.jpg is not a regular file", "FIFO") { try DataSetTesting.bytes(set, 2) }
+        DataSetTesting.assertSameBytes(try DataSetTesting.bytes(set, 3), try DataSetTesting.image(3))
+        XCTAssertEqual(set.recordDescription(2), root + "/a/2.jpg")
     }
 
     func testInspectionOfAFolderSet() throws {

@@ -114,6 +114,50 @@ final class LoaderTests: XCTestCase {
         }
     }
 
+    func testEachBatchNamesTheBadRecordsItSkipped() throws {
+        let source = try InMemorySource(count: 24, classes: 3, corrupt: [4, 9, 17])
+        let sampler = try DistributedSampler(datasetSize: 24, worldSize: 1, rank: 0, localBatch: 4, seed: 3)
+        let loader = BatchLoader(source: source, sampler: sampler,
+                                 configuration: LoaderConfiguration(threads: 2, augmentation: .none, seed: 1, maxBadFraction: 0.5))
+        loader.start(epoch: 0)
+        defer { loader.stop() }
+        var skipped: [SkippedRecord] = []
+        for _ in 0..<sampler.stepsPerEpoch {
+            let batch = try loader.next()
+            skipped += batch.skipped
+            XCTAssertFalse(batch.indices.contains { [4, 9, 17].contains($0) })
+            loader.release()
+        }
+        // Every sample is read once per epoch, so each corrupt one is met at least once (replacements
+        // may meet them again), and the per-batch reports add up to the loader's count.
+        XCTAssertEqual(Set(skipped.map(\.index)), [4, 9, 17])
+        XCTAssertEqual(skipped.count, loader.statistics.badRecords)
+        for record in skipped {
+            XCTAssertEqual(record.reason, .undecodable)
+            XCTAssertTrue(record.message.hasPrefix("in-memory set sample \(record.index): "), record.message)
+        }
+    }
+
+    func testASmallSetIsJudgedOverItsEpochNotOver256Records() throws {
+        // 2 bad of 30 (6.7%): more than 5% once an epoch's share (30 records) has been read, well
+        // before 256 records; 20% allows it.
+        let source = try InMemorySource(count: 30, classes: 3, corrupt: [3, 21])
+        let sampler = try DistributedSampler(datasetSize: 30, worldSize: 1, rank: 0, localBatch: 6, seed: 2)
+        let strict = BatchLoader(source: source, sampler: sampler,
+                                 configuration: LoaderConfiguration(threads: 1, augmentation: .none, maxBadFraction: 0.05))
+        XCTAssertThrowsError(try collect(strict, epoch: 0, from: 0, steps: 5)) { error in
+            XCTAssertTrue(error is BadRecordLimitExceeded, "\(error)")
+            XCTAssertTrue("\(error)".contains("above the allowed 5.00%"), "\(error)")
+        }
+        let lenient = BatchLoader(source: source, sampler: sampler,
+                                  configuration: LoaderConfiguration(threads: 1, augmentation: .none, maxBadFraction: 0.2))
+        XCTAssertEqual(try collect(lenient, epoch: 0, from: 0, steps: 5).count, 5)
+        // A fraction of 0 tolerates nothing.
+        let none = BatchLoader(source: source, sampler: sampler,
+                               configuration: LoaderConfiguration(threads: 1, augmentation: .none, maxBadFraction: 0))
+        XCTAssertThrowsError(try collect(none, epoch: 0, from: 0, steps: 5))
+    }
+
     func testTooManyBadRecordsAbortWithAClearError() throws {
         let source = try InMemorySource(count: 300, classes: 3, corrupt: Set(stride(from: 0, to: 300, by: 10)))
         let sampler = try DistributedSampler(datasetSize: 300, worldSize: 1, rank: 0, localBatch: 50, seed: 2)
