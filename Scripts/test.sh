@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, runs the single-process tests (`swift test`),
-# the multi-rank tests under mpirun with 1, 2, 3 and 4 ranks, and the trainer's end-to-end tests
-# (Scripts/trainer_tests.sh). Ends with `TOTAL: N passed, N failed`.
+# the multi-rank tests under mpirun with 1, 2, 3 and 4 ranks, the trainer's end-to-end tests
+# (Scripts/trainer_tests.sh), the cluster tests (Scripts/cluster_tests.sh) and the fault-injection
+# suite in quick mode (Scripts/faults.sh --quick). Ends with `TOTAL: N passed, N failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash Scripts/setup.sh --tests || { echo "TOTAL: 0 passed, 1 failed"; exit 1; }
@@ -57,6 +58,13 @@ add_summary "the trainer tests"
 echo "==> Scripts/cluster_tests.sh"
 bash Scripts/cluster_tests.sh 2>&1 | tee "$log"
 add_summary "the cluster tests"
+
+# Fault injection, quick mode (docs/reliability.md): kill -9 trials, preemption signals, damaged
+# checkpoints, a full disk, corrupt data, bad configurations, NaN/Inf, re-partitioning after a crash,
+# and a node lost from the namespace harness.
+echo "==> Scripts/faults.sh --quick"
+bash Scripts/faults.sh --quick 2>&1 | tee "$log"
+add_summary "the fault-injection suite"
 
 echo "TOTAL: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
