@@ -155,11 +155,12 @@ for arch in "${arch_list[@]}"; do
     done
 done
 
+# One line per invocation, so that runs added to the same folder keep their commands.
 {
     echo "machine: $(lscpu | sed -nE 's/^Model name: +//p'), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
     echo "command: bash Scripts/scaling.sh --archs $archs --heads $heads --ranks $ranks_list --modes $modes --steps $steps --classes $classes --hosts $hosts${link_rate:+ --rate $link_rate}${link_delay:+ --delay $link_delay}"
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
-} >machine.txt
+} >>machine.txt
 python3 "$repo/Scripts/scaling_report.py" --runs runs --cores "$(nproc)" --csv scaling.csv --plot scaling.png || failures=$((failures + 1))
 echo "wrote $out/scaling.csv and $out/scaling.png"
 [ "$failures" -eq 0 ]

@@ -122,12 +122,14 @@ class Transport:
             fits[op] = (max(a, 0.0), max(b, 0.0))
         return Transport(name, fits)
 
-    def with_link(self, bandwidth_gbit=None, latency_us=None):
+    def with_link(self, bandwidth_gbit=None, measured_gbit=10.0, latency_us=None):
+        """The same collectives on a faster or slower link: beta scales by measured/new link rate, so
+        each collective keeps the fraction of the link it reached when measured."""
         fits = {}
         for op, (a, b) in self.fits.items():
             fits[op] = (latency_us * 1e-6 if latency_us is not None else a,
-                        8 / (bandwidth_gbit * 1e9) if bandwidth_gbit else b)
-        label = self.name + "".join([f", {bandwidth_gbit:g} Gbit/s" if bandwidth_gbit else "",
+                        b * measured_gbit / bandwidth_gbit if bandwidth_gbit else b)
+        label = self.name + "".join([f" scaled to {bandwidth_gbit:g} Gbit/s" if bandwidth_gbit else "",
                                      f", {latency_us:g} us per hop" if latency_us is not None else ""])
         return Transport(label, fits)
 
@@ -180,8 +182,18 @@ def sampled_rows(head, rate, classes, n, p):
     return c_r if head == "full" else min(c_r, math.ceil(rate * c_r) + n / p)
 
 
+def read_backbone_bench(paths):
+    """[(arch, batch, seconds per training step)] from `bench backbone` outputs (their JSON line)."""
+    points = []
+    for path in paths:
+        with open(path) as f:
+            r = json.loads([line for line in f if line.startswith("{")][-1])
+        points.append((r["arch"], int(r["batch"]), int(r["batch"]) / float(r["train_images_per_s"])))
+    return points
+
+
 class ComputeModel:
-    def __init__(self, rows, cores):
+    def __init__(self, rows, cores, bench_points=()):
         fit_rows = [r for r in rows if int(r["ranks"]) <= cores and r["hosts"] == "local"]
         if not fit_rows:
             sys.exit("no measured rows with P <= cores to fit the compute model")
@@ -191,6 +203,12 @@ class ComputeModel:
             batches = {int(r["local_batch"]) for r in mine}
             samples = [((1.0, float(r["local_batch"])), float(r["forward_s"]) + float(r["backward_s"])
                         + float(r["data_s"])) for r in mine]
+            # bench backbone steps include the SGD update; this arch's mean update time comes off.
+            update_mean = sum(float(r["update_s"]) for r in mine) / len(mine)
+            for bench_arch, b, seconds in bench_points:
+                if bench_arch == arch:
+                    samples.append(((1.0, float(b)), max(seconds - update_mean, 0.0)))
+                    batches.add(b)
             if len(batches) == 1:
                 b = batches.pop()
                 self.backbone[arch] = (0.0, sum(y for _, y in samples) / len(samples) / b)
@@ -244,7 +262,8 @@ def main():
     parser.add_argument("--scaling", required=True, help="scaling.csv from Scripts/scaling.sh")
     parser.add_argument("--collectives", action="append", required=True, metavar="NAME=FILE[,FILE...]")
     parser.add_argument("--network", help="transport for the predictions (default: the last --collectives)")
-    parser.add_argument("--bandwidth-gbit", type=float, help="replace the fitted bandwidth (per link, Gbit/s)")
+    parser.add_argument("--bandwidth-gbit", type=float, help="predict for this link rate (Gbit/s) instead of the measured one")
+    parser.add_argument("--measured-gbit", type=float, default=10.0, help="link rate the --network files were measured at")
     parser.add_argument("--latency-us", type=float, help="replace the fitted latency per hop (microseconds)")
     parser.add_argument("--cores", type=int, default=os.cpu_count(), help="cores of the measuring machine")
     parser.add_argument("--cores-per-rank", type=int, default=1)
@@ -257,6 +276,9 @@ def main():
     parser.add_argument("--weak-batch", type=int, default=64, help="weak scaling: the local batch")
     parser.add_argument("--ranks", default="8,16,32,64,128,256,512")
     parser.add_argument("--no-overlap", action="store_true", help="all-reduce after backward, not during it")
+    parser.add_argument("--backbone-bench", nargs="*", default=[], metavar="FILE",
+                        help="outputs of `adaface-dist bench backbone --threads 1` at small local batches, added to "
+                             "the compute fit (the training runs only reach 16 to 64 per rank)")
     parser.add_argument("--markdown", help="also write the tables as Markdown")
     parser.add_argument("--plot", help="PNG of predicted efficiency against P")
     args = parser.parse_args()
@@ -268,7 +290,8 @@ def main():
         name, _, files = spec.partition("=")
         transports[name] = Transport.fit(name, files.split(","))
     network = transports[args.network or args.collectives[-1].partition("=")[0]]
-    model = ComputeModel(measured, args.cores)
+    bench_points = read_backbone_bench(args.backbone_bench)
+    model = ComputeModel(measured, args.cores, bench_points)
     out = []
 
     def say(line=""):
@@ -304,12 +327,24 @@ def main():
         meas = float(r["step_s"])
         err = pred["step_s"] / meas - 1
         errors.append(abs(err))
-        say(f"| {r['mode']} {r['arch']} {r['head']} ({r['hosts']}) | {p} | {meas:.2f} | {pred['step_s']:.2f} | "
-            f"{100 * err:+.0f}% |")
-    say(f"\nMean absolute error {100 * sum(errors) / len(errors):.1f}%, worst {100 * max(errors):.1f}%.")
+        fit = p <= args.cores and r["hosts"] == "local"
+        say(f"| {r['mode']} {r['arch']} {r['head']} ({r['hosts']}{', fit' if fit else ''}) | {p} | {meas:.2f} | "
+            f"{pred['step_s']:.2f} | {100 * err:+.0f}% |")
+    say(f"\nMean absolute error {100 * sum(errors) / len(errors):.1f}%, worst {100 * max(errors):.1f}%. "
+        "Rows marked fit were used to fit the compute terms; the others (more ranks than cores, or TCP) were not.")
+
+    if bench_points:
+        say("\n### Small local batches (bench backbone, one thread; also in the compute fit)\n")
+        say("| architecture | batch | measured step (s) | predicted compute + update (s) | error |")
+        say("|---|---|---|---|---|")
+        for arch, b, seconds in bench_points:
+            if arch in model.backbone:
+                d0, d1 = model.backbone[arch]
+                predicted = d0 + d1 * b + model.update[arch]
+                say(f"| {arch} | {b} | {seconds:.3f} | {predicted:.3f} | {100 * (predicted / seconds - 1):+.0f}% |")
 
     if args.bandwidth_gbit or args.latency_us is not None:
-        network = network.with_link(args.bandwidth_gbit, args.latency_us)
+        network = network.with_link(args.bandwidth_gbit, args.measured_gbit, args.latency_us)
     speed = args.cores_per_rank * args.thread_efficiency
     base = model.step(args.arch, "full", 1.0, args.classes, args.global_batch, 1, network, speed)
     say(f"\n## Predictions: {args.arch}, {args.classes:,} classes, {args.images:,} images per epoch\n")
@@ -335,10 +370,11 @@ def main():
                 s = model.step(args.arch, head, rate, args.classes, b, p, network, speed, overlap=not args.no_overlap)
                 eff = s["images_per_s"] / (p * one["images_per_s"])
                 curves.setdefault((mode, head), []).append((p, eff))
-                epoch_h = args.images / s["images_per_s"] / 3600
+                epoch_s = args.images / s["images_per_s"]
+                epoch = f"{epoch_s / 3600:.1f} h" if epoch_s >= 7200 else f"{epoch_s / 60:.0f} min"
                 say(f"| {p} | {b} | {s['step_s']:.3f} | {s['compute_s']:.3f} | {s['head_s']:.3f} | "
                     f"{s['head_comm_s']:.3f} | {s['update_s']:.3f} | {s['exposed_allreduce_s']:.3f} | "
-                    f"{s['images_per_s']:.0f} | {100 * eff:.0f}% | {epoch_h:.1f} h |")
+                    f"{s['images_per_s']:.0f} | {100 * eff:.0f}% | {epoch} |")
             say()
     say(f"One rank alone: {base['images_per_s']:.1f} img/s, an epoch in {args.images / base['images_per_s'] / 3600:.0f} h.")
 

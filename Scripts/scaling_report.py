@@ -75,15 +75,17 @@ def plot(rows, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
-    series = sorted({(r["arch"], r["head"]) for r in rows})
+    series = sorted({(r["arch"], r["head"], r["hosts"]) for r in rows})
+    tag = lambda arch, head, hosts: f"{arch}, {head}" + (", TCP hosts" if hosts == "netns" else "")
     for col, mode in enumerate(["strong", "weak"]):
         ax = axes[0][col]
-        for arch, head in series:
+        for arch, head, hosts in series:
             pts = sorted((r["ranks"], r["images_per_s"], r["efficiency"]) for r in rows
-                         if r["mode"] == mode and r["arch"] == arch and r["head"] == head)
+                         if r["mode"] == mode and r["arch"] == arch and r["head"] == head and r["hosts"] == hosts)
             if not pts:
                 continue
-            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"{arch}, {head}")
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if hosts == "local" else "^:",
+                            label=tag(arch, head, hosts))
             for p, x, e in pts:
                 ax.annotate(f"{100 * e:.0f}%", (p, x), textcoords="offset points", xytext=(4, 4), fontsize=8,
                             color=line.get_color())
@@ -96,12 +98,13 @@ def plot(rows, path):
         ax.grid(alpha=0.3)
 
     ax = axes[1][0]
-    for arch, head in series:
+    for arch, head, hosts in series:
         for mode, style in [("strong", "o-"), ("weak", "s--")]:
             pts = sorted((r["ranks"], r["efficiency"]) for r in rows
-                         if r["mode"] == mode and r["arch"] == arch and r["head"] == head)
+                         if r["mode"] == mode and r["arch"] == arch and r["head"] == head and r["hosts"] == hosts)
             if pts:
-                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=f"{arch}, {head}, {mode}")
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style if hosts == "local" else "^:",
+                        label=f"{tag(arch, head, hosts)}, {mode}")
     ax.axhline(100, color="gray", lw=0.8)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("ranks P")
@@ -122,7 +125,8 @@ def plot(rows, path):
         ax.bar(x, values, bottom=bottoms, label=names[part])
         bottoms = [b + v for b, v in zip(bottoms, values)]
     ax.set_xticks(list(x))
-    ax.set_xticklabels([f"{r['mode'][0]} {r['arch']} {r['head']} P{r['ranks']}" for r in ordered],
+    ax.set_xticklabels([f"{r['mode'][0]} {r['arch']} {r['head']} P{r['ranks']}{' tcp' if r['hosts'] == 'netns' else ''}"
+                        for r in ordered],
                        rotation=90, fontsize=7)
     ax.set_ylabel("seconds per step (mean over ranks)")
     ax.set_title("where a step goes")
@@ -145,10 +149,10 @@ def main():
     add_efficiency(rows, args.cores)
     rows.sort(key=lambda r: (r["mode"], r["arch"], r["head"], r["hosts"], r["ranks"]))
     write_csv(rows, args.csv)
-    print(f"{'mode':6} {'arch':5} {'head':4} {'P':>2} {'batch':>9} {'img/s':>7} {'eff':>5} {'step s':>7} "
+    print(f"{'mode':6} {'arch':5} {'head':4} {'hosts':5} {'P':>2} {'batch':>9} {'img/s':>7} {'eff':>5} {'step s':>7} "
           f"{'fwd':>6} {'head':>6} {'bwd':>6} {'comm':>6} {'upd':>6} {'MB/rank':>8}")
     for r in rows:
-        print(f"{r['mode']:6} {r['arch']:5} {r['head']:4} {r['ranks']:>2} {r['local_batch']:>4}/{r['global_batch']:<4} "
+        print(f"{r['mode']:6} {r['arch']:5} {r['head']:4} {r['hosts']:5} {r['ranks']:>2} {r['local_batch']:>4}/{r['global_batch']:<4} "
               f"{r['images_per_s']:7.2f} {100 * r['efficiency']:4.0f}% {r['step_s']:7.2f} {r['forward_s']:6.2f} "
               f"{r['head_s']:6.2f} {r['backward_s']:6.2f} {r['communication_s']:6.2f} {r['update_s']:6.2f} "
               f"{r['peak_rss_mb_max']:8.0f}")
