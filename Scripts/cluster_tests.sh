@@ -18,6 +18,7 @@
 # Usage: bash Scripts/cluster_tests.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/Scripts/tiny_run.sh"
 src_bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 netns=$repo/cluster/local/netns.sh
 mpirun_sh=$repo/cluster/local/mpirun.sh
@@ -62,22 +63,8 @@ cp "$src_bin" "$work/adaface-dist" || { echo "FAIL setup: cannot copy the binary
 bin=$work/adaface-dist
 
 # Tiny data: 64 images of 16 identities; global batch 6 over 2 ranks.
-if ! "$bin" synth --out data --identities 16 --images-per-identity 4 --pairs 20 >synth.log 2>&1; then
-    echo "FAIL setup: synth failed: $(tail -n 3 synth.log)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-cat >tiny.json <<'EOF'
-{
-  "name": "tiny", "seed": 7, "run_dir": "runs/tiny",
-  "model": {"arch": "ir18", "embedding_size": 512, "dropout": 0.4},
-  "data": {"train": "data", "loader_threads": 1},
-  "optimizer": {"lr": 0.1, "reference_batch": 64, "schedule": {"type": "poly", "milestones": [], "warmup_epochs": 0.5}},
-  "training": {"epochs": 100, "global_batch": 6, "threads": 1, "log_every": 1, "timeout_seconds": 60},
-  "checkpoint": {"every_steps": 2, "at_epoch_end": true, "keep_last": 20},
-  "validation": {"bins": []}
-}
-EOF
+make_tiny_set "$bin"
+write_tiny_config tiny.json '"epochs": 100' '"every_steps": 2, "at_epoch_end": true, "keep_last": 20'
 
 last_lines() { tail -n 4 "$1" | tr '\n' ' ' | cut -c1-400; }
 # wait_for SECONDS COMMAND... → 0 once COMMAND succeeds, 1 after SECONDS.

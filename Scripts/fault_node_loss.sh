@@ -20,6 +20,7 @@
 # Usage: bash Scripts/fault_node_loss.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/Scripts/tiny_run.sh"
 src_bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 netns=$repo/cluster/local/netns.sh
 mpirun_sh=$repo/cluster/local/mpirun.sh
@@ -89,22 +90,8 @@ started=$SECONDS
 
 cp "$src_bin" "$work/adaface-dist" || { echo "FAIL setup: cannot copy the binary"; echo "0 passed, 1 failed"; exit 1; }
 bin=$work/adaface-dist
-if ! "$bin" synth --out data --identities 16 --images-per-identity 4 --pairs 20 >synth.log 2>&1; then
-    echo "FAIL setup: synth failed: $(tail -n 3 synth.log)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-cat >tiny.json <<'EOF'
-{
-  "name": "tiny", "seed": 7, "run_dir": "runs/tiny",
-  "model": {"arch": "ir18", "embedding_size": 512, "dropout": 0.4},
-  "data": {"train": "data", "loader_threads": 1},
-  "optimizer": {"lr": 0.1, "reference_batch": 64, "schedule": {"type": "poly", "milestones": [], "warmup_epochs": 0.5}},
-  "training": {"epochs": 100, "global_batch": 6, "threads": 1, "log_every": 1, "timeout_seconds": 60},
-  "checkpoint": {"every_steps": 2, "at_epoch_end": false, "keep_last": 20},
-  "validation": {"bins": []}
-}
-EOF
+make_tiny_set "$bin"
+write_tiny_config tiny.json '"epochs": 100' '"every_steps": 2, "at_epoch_end": false, "keep_last": 20'
 
 # The first free /24 of 10.213.{200…250}.0/24 (netns.sh refuses one in use).
 up_ok=0

@@ -33,6 +33,7 @@
 #   ADAFACE_BIN     the binary (default .build/release/adaface-dist); KEEP_TMP=1 keeps the folder
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/Scripts/tiny_run.sh"
 bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 tools=(python3 "$repo/Scripts/fault_data.py")
 compare=(python3 "$repo/Scripts/checkpoint_compare.py")
@@ -152,22 +153,8 @@ metric_losses() { sed -nE 's/^\{"step":([0-9]+),"epoch":[0-9]+,"rank":[0-9]+,"lo
 # --- Data and references -------------------------------------------------------------------------
 
 # 64 images of 16 identities; global batch 6 splits over 2 and 3 ranks: 10 steps per epoch.
-if ! "$bin" synth --out data --identities 16 --images-per-identity 4 --pairs 20 >synth.log 2>&1; then
-    echo "FAIL setup: synth failed: $(tail -n 3 synth.log)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-cat >tiny.json <<'EOF'
-{
-  "name": "tiny", "seed": 7, "run_dir": "runs/tiny",
-  "model": {"arch": "ir18", "embedding_size": 512, "dropout": 0.4},
-  "data": {"train": "data", "loader_threads": 1},
-  "optimizer": {"lr": 0.1, "reference_batch": 64, "schedule": {"type": "poly", "milestones": [], "warmup_epochs": 0.5}},
-  "training": {"epochs": 2, "global_batch": 6, "threads": 1, "log_every": 1, "timeout_seconds": 60, "max_steps": 6},
-  "checkpoint": {"every_steps": 2, "at_epoch_end": true, "keep_last": 2},
-  "validation": {"bins": []}
-}
-EOF
+make_tiny_set "$bin"
+write_tiny_config tiny.json '"epochs": 2, "max_steps": 6' '"every_steps": 2, "at_epoch_end": true, "keep_last": 2'
 STEPS=6
 
 # Uninterrupted runs of 6 steps at 2 ranks: checkpoints every 2 steps (kill -9, damage, disk) and

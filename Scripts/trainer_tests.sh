@@ -12,6 +12,7 @@
 # Usage: bash Scripts/trainer_tests.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+source "$repo/Scripts/tiny_run.sh"
 bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 compare=(python3 "$repo/Scripts/checkpoint_compare.py")
 export OPENBLAS_NUM_THREADS=1
@@ -41,22 +42,8 @@ cd "$work" || exit 1
 started=$SECONDS
 
 # Tiny data: 64 images of 16 identities. Global batch 6 divides by 2 and 3: 10 steps per epoch.
-if ! "$bin" synth --out data --identities 16 --images-per-identity 4 --pairs 20 >synth.log 2>&1; then
-    echo "FAIL setup: synth failed: $(tail -n 3 synth.log)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
-cat >tiny.json <<'EOF'
-{
-  "name": "tiny", "seed": 7, "run_dir": "runs/tiny",
-  "model": {"arch": "ir18", "embedding_size": 512, "dropout": 0.4},
-  "data": {"train": "data", "loader_threads": 1},
-  "optimizer": {"lr": 0.1, "reference_batch": 64, "schedule": {"type": "poly", "milestones": [], "warmup_epochs": 0.5}},
-  "training": {"epochs": 2, "global_batch": 6, "threads": 1, "log_every": 1, "timeout_seconds": 60},
-  "checkpoint": {"every_steps": 2, "at_epoch_end": true, "keep_last": 20},
-  "validation": {"bins": []}
-}
-EOF
+make_tiny_set "$bin"
+write_tiny_config tiny.json '"epochs": 2' '"every_steps": 2, "at_epoch_end": true, "keep_last": 20'
 
 # train NRANKS LOG [adaface-dist train arguments...] → the exit code of mpirun (timeout: 124).
 train() {
