@@ -2,7 +2,8 @@
 # Tests of the multi-node pieces under cluster/, on a tiny synthetic set in a temporary directory:
 #   slurm_*               cluster/slurm/train.sbatch: syntax, header, the dry-run launch lines (mpirun
 #                         and srun: ranks, threads, --resume auto, checkpoint folder), and a real run
-#                         outside Slurm (fake SLURM_* variables, a stub scontrol, mpirun on this machine):
+#                         outside Slurm (SLURM_* variables set by hand, an scontrol that records its arguments,
+#                         mpirun on this machine; no Slurm controller runs here):
 #                         SIGUSR1 or SIGTERM to the batch shell → checkpoint, exit 0, `scontrol requeue`;
 #                         the relaunch resumes and, finishing normally, does not requeue
 #   netns_*               cluster/local/netns.sh: 2 hosts in network namespaces with their own
@@ -18,27 +19,16 @@
 # Usage: bash Scripts/cluster_tests.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/Scripts/tiny_run.sh"
+source "$repo/Scripts/e2e_common.sh"
 src_bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 netns=$repo/cluster/local/netns.sh
 mpirun_sh=$repo/cluster/local/mpirun.sh
 sbatch=$repo/cluster/slurm/train.sbatch
-export OPENBLAS_NUM_THREADS=1
-mpi_flags=(--oversubscribe)
-[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
 
-passed=0
-failed=0
 skipped=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 skip() { echo "SKIP $1: $2"; skipped=$((skipped + 1)); }
 
-if [ ! -x "$src_bin" ]; then
-    echo "FAIL setup: no binary at $src_bin (swift build -c release)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+require_binary "$src_bin"
 
 work=$(mktemp -d -t cluster-tests.XXXXXX)
 background=()
@@ -148,20 +138,21 @@ test_slurm_dry_runs() {
     fi
 }
 
-# A real run of the template outside Slurm: mpirun on this machine, 2 ranks, a stub scontrol.
-mkdir -p stub
-cat >stub/scontrol <<'EOF'
+# A real run of the template outside Slurm: mpirun on this machine, 2 ranks, and in place of Slurm's
+# scontrol a script that records its arguments (there is no Slurm controller to requeue anything).
+mkdir -p recording-bin
+cat >recording-bin/scontrol <<'EOF'
 #!/usr/bin/env bash
 echo "$*" >>"$STUB_LOG"
 EOF
-chmod +x stub/scontrol
+chmod +x recording-bin/scontrol
 export STUB_LOG=$work/scontrol.calls
 # sbatch_run LOG RUN_NAME RESTART [train arguments...]: call it in the background only (it execs, so
 # that $! is the batch shell itself, the process Slurm would signal).
 sbatch_run() {
     local log=$1 run=$2 restart=$3
     shift 3
-    exec env -u SLURM_CPUS_PER_TASK -u SLURM_NTASKS_PER_NODE PATH="$work/stub:$PATH" SLURM_JOB_ID=4242 \
+    exec env -u SLURM_CPUS_PER_TASK -u SLURM_NTASKS_PER_NODE PATH="$work/recording-bin:$PATH" SLURM_JOB_ID=4242 \
         SLURM_JOB_NAME=requeue-test SLURM_JOB_NUM_NODES=1 SLURM_CPUS_ON_NODE=2 SLURM_RESTART_COUNT="$restart" \
         SLURM_SUBMIT_DIR="$work" RUN_NAME="$run" SOCKETS_PER_NODE=2 SHARED="$work/shared" CONFIG=tiny.json ADAFACE_BIN="$bin" \
         MPIRUN_MAP="--map-by slot --bind-to none" MPIRUN_ARGS="${mpi_flags[*]}" \

@@ -20,7 +20,7 @@
 # Usage: bash Scripts/fault_node_loss.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/Scripts/tiny_run.sh"
+source "$repo/Scripts/e2e_common.sh"
 src_bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 netns=$repo/cluster/local/netns.sh
 mpirun_sh=$repo/cluster/local/mpirun.sh
@@ -29,18 +29,9 @@ TIMEOUT=${TIMEOUT:-20}
 MARGIN=${MARGIN:-25}
 export NETNS_ALIVE_INTERVAL=${NETNS_ALIVE_INTERVAL:-10}
 export NETNS_ALIVE_COUNT=${NETNS_ALIVE_COUNT:-3}
-export OPENBLAS_NUM_THREADS=1
 
-passed=0
-failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 
-if [ ! -x "$src_bin" ]; then
-    echo "FAIL setup: no binary at $src_bin (swift build -c release)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+require_binary "$src_bin"
 why=""
 if [ "$(id -u)" -ne 0 ]; then
     why="not root"

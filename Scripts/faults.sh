@@ -33,13 +33,10 @@
 #   ADAFACE_BIN     the binary (default .build/release/adaface-dist); KEEP_TMP=1 keeps the folder
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/Scripts/tiny_run.sh"
+source "$repo/Scripts/e2e_common.sh"
 bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 tools=(python3 "$repo/Scripts/fault_data.py")
 compare=(python3 "$repo/Scripts/checkpoint_compare.py")
-export OPENBLAS_NUM_THREADS=1
-mpi_flags=(--oversubscribe)
-[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
 
 quick=0
 for arg in "$@"; do
@@ -55,8 +52,6 @@ ONLY=${ONLY:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-240}      # a whole run of the tiny set; generous for a shared machine
 PROMPT_EXIT=${PROMPT_EXIT:-30}       # seconds within which a job must end after a rank dies
 
-passed=0
-failed=0
 declare -A row_pass row_fail row_note
 current_row=""
 pass() { echo "PASS $current_row/$1"; passed=$((passed + 1)); row_pass[$current_row]=$(( ${row_pass[$current_row]:-0} + 1 )); }
@@ -64,11 +59,7 @@ fail() { echo "FAIL $current_row/$1: $2"; failed=$((failed + 1)); row_fail[$curr
 note() { row_note[$current_row]="$1"; }
 wanted() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
-if [ ! -x "$bin" ]; then
-    echo "FAIL setup: no binary at $bin (swift build -c release)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+require_binary "$bin"
 
 work=$(mktemp -d -t faults.XXXXXX)
 mounts=()

@@ -12,24 +12,13 @@
 # Usage: bash Scripts/trainer_tests.sh   (ADAFACE_BIN overrides the binary; KEEP_TMP=1 keeps the folder)
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-source "$repo/Scripts/tiny_run.sh"
+source "$repo/Scripts/e2e_common.sh"
 bin=${ADAFACE_BIN:-$repo/.build/release/adaface-dist}
 compare=(python3 "$repo/Scripts/checkpoint_compare.py")
-export OPENBLAS_NUM_THREADS=1
-mpi_flags=(--oversubscribe)
-[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
 RUN_TIMEOUT=${RUN_TIMEOUT:-120}
 
-passed=0
-failed=0
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 
-if [ ! -x "$bin" ]; then
-    echo "FAIL setup: no binary at $bin (swift build -c release)"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+require_binary "$bin"
 
 work=$(mktemp -d -t trainer-tests.XXXXXX)
 background=()

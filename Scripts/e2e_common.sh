@@ -1,5 +1,24 @@
 # Sourced by the end-to-end test scripts (trainer_tests, cluster_tests, faults, fault_node_loss):
-# the tiny synthetic set and training configuration they all run on.
+# the PASS/FAIL counters, the mpirun flags, the binary check, and the tiny synthetic set and
+# training configuration they all run on.
+
+export OPENBLAS_NUM_THREADS=1
+mpi_flags=(--oversubscribe)
+[ "$(id -u)" -eq 0 ] && mpi_flags+=(--allow-run-as-root)
+
+passed=0
+failed=0
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+
+# require_binary PATH: a FAIL line, the summary and exit 1 when PATH is not an executable.
+require_binary() {
+    if [ ! -x "$1" ]; then
+        echo "FAIL setup: no binary at $1 (swift build -c release)"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+}
 
 # make_tiny_set BIN: `data` in the current folder, 64 images of 16 identities (a global batch of 6
 # splits over 2 and 3 ranks: 10 steps per epoch). On failure: a FAIL line, the summary, exit 1.
